@@ -1,0 +1,264 @@
+"""Devices and arrays: the one module of xpnet that imports CuPy.
+
+Everything else asks this module for the array module ``xp`` (NumPy or
+CuPy) of the arrays at hand, in the manner of DeZero's ``cuda.py`` and
+Chainer's ``get_array_module``.
+
+The default device comes from the environment variable ``XPNET_DEVICE``:
+
+=========  ==========================================================
+``cpu``    NumPy (the default)
+``gpu``    CuPy on the current CUDA device (``gpu:N`` for device N)
+``auto``   the GPU when one is usable, else the CPU
+=========  ==========================================================
+
+Asking for the GPU where none is usable is an error, never a quiet move to
+the CPU. CuPy is imported lazily, on the first call that needs it, so
+``import xpnet`` stays fast and works without CuPy or without a driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_DTYPE",
+    "DeviceError",
+    "get_device",
+    "set_device",
+    "using_device",
+    "gpu_available",
+    "gpu_unavailable_reason",
+    "get_array_module",
+    "xp_of_device",
+    "device_of",
+    "to_device",
+    "to_numpy",
+    "synchronize",
+    "seed",
+    "host_rng",
+    "random_uniform",
+    "is_cupy_array",
+]
+
+DEFAULT_DTYPE = np.float32
+VALID_DEVICES = ("cpu", "gpu", "gpu:N", "auto")
+_INSTALL_HINT = (
+    "install CuPy for your CUDA version, e.g. `pip install 'xpnet[cuda12]'` "
+    "(cupy-cuda12x) or `pip install 'xpnet[cuda13]'` (cupy-cuda13x), "
+    "or run on the CPU with XPNET_DEVICE=cpu"
+)
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that cannot be used, or arrays sit on different devices."""
+
+
+# --- CuPy, imported once and only here -------------------------------------
+
+_cupy = None
+_cupy_checked = False
+_cupy_reason: str | None = None
+_lock = threading.Lock()
+
+
+def _load_cupy():
+    """Return the cupy module if a GPU is usable, else None (reason kept)."""
+    global _cupy, _cupy_checked, _cupy_reason
+    if _cupy_checked:
+        return _cupy
+    with _lock:
+        if _cupy_checked:
+            return _cupy
+        try:
+            import cupy  # the only import of CuPy in xpnet
+        except Exception as exc:  # ImportError, OSError about libcudart, ...
+            _cupy_reason = f"CuPy cannot be imported ({type(exc).__name__}: {exc})"
+        else:
+            try:
+                usable = bool(cupy.is_available()) and cupy.cuda.runtime.getDeviceCount() > 0
+                reason = None if usable else "CuPy is installed but sees no usable CUDA device or driver"
+            except Exception as exc:  # CUDARuntimeError, e.g. cudaErrorInsufficientDriver
+                usable, reason = False, f"CuPy is installed but CUDA fails ({type(exc).__name__}: {exc})"
+            if usable:
+                _cupy = cupy
+            _cupy_reason = reason
+        _cupy_checked = True
+    return _cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and at least one CUDA device answers."""
+    return _load_cupy() is not None
+
+
+def gpu_unavailable_reason() -> str | None:
+    """Why the GPU cannot be used, or None when it can."""
+    _load_cupy()
+    return _cupy_reason
+
+
+def _require_cupy():
+    cp = _load_cupy()
+    if cp is None:
+        raise DeviceError(f"the GPU was asked for but cannot be used: {_cupy_reason}. Fix: {_INSTALL_HINT}.")
+    return cp
+
+
+# --- device names -----------------------------------------------------------
+
+
+def _parse(name) -> str:
+    """Normalize a device name to 'cpu' or 'gpu:N', checking the GPU is usable."""
+    if name is None:
+        return get_device()
+    text = str(name).strip().lower()
+    if text == "cpu":
+        return "cpu"
+    if text == "auto":
+        return "gpu:0" if gpu_available() else "cpu"
+    if text == "gpu" or text == "cuda":
+        cp = _require_cupy()
+        return f"gpu:{cp.cuda.runtime.getDevice()}"
+    for prefix in ("gpu:", "cuda:"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            cp = _require_cupy()
+            index, count = int(text[len(prefix):]), cp.cuda.runtime.getDeviceCount()
+            if index >= count:
+                raise DeviceError(f"device {name!r} does not exist: CUDA sees {count} device(s), gpu:0 to gpu:{count - 1}")
+            return f"gpu:{index}"
+    raise ValueError(f"unknown device {name!r}; valid values are {', '.join(VALID_DEVICES)}")
+
+
+_state = threading.local()
+
+
+def _default_device() -> str:
+    return _parse(os.environ.get("XPNET_DEVICE", "cpu") or "cpu")
+
+
+def get_device() -> str:
+    """The current default device, 'cpu' or 'gpu:N'."""
+    device = getattr(_state, "device", None)
+    if device is None:
+        try:
+            device = _default_device()
+        except ValueError as exc:
+            raise ValueError(f"XPNET_DEVICE: {exc}") from None
+        _state.device = device
+    return device
+
+
+def set_device(name) -> str:
+    """Make ``name`` ('cpu', 'gpu', 'gpu:N' or 'auto') the default device; returns its normalized name."""
+    device = _parse(name)
+    _state.device = device
+    if device != "cpu":
+        _require_cupy().cuda.Device(int(device[4:])).use()
+    return device
+
+
+@contextlib.contextmanager
+def using_device(name):
+    """``with using_device('gpu'):`` makes a device the default inside the block."""
+    previous = get_device()
+    device = set_device(name)
+    try:
+        yield device
+    finally:
+        set_device(previous)
+
+
+# --- arrays -----------------------------------------------------------------
+
+
+def is_cupy_array(x) -> bool:
+    return type(x).__module__.split(".", 1)[0] == "cupy"
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy when any argument is a CuPy array (no import of CuPy otherwise)."""
+    for x in arrays:
+        if is_cupy_array(x):
+            return _require_cupy()
+    return np
+
+
+def xp_of_device(device=None):
+    """The array module of a device name (default: the current device)."""
+    return np if _parse(device) == "cpu" else _require_cupy()
+
+
+def device_of(x) -> str:
+    """'cpu' for a NumPy array, 'gpu:N' for a CuPy array on device N."""
+    return f"gpu:{x.device.id}" if is_cupy_array(x) else "cpu"
+
+
+def to_device(x, device=None):
+    """Move an array (or a dict, list or tuple of arrays) to ``device``; a no-op when already there."""
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    target = _parse(device)
+    if target == "cpu":
+        return to_numpy(x)
+    cp = _require_cupy()
+    with cp.cuda.Device(int(target[4:])):
+        return cp.asarray(x)
+
+
+def to_numpy(x):
+    """A NumPy array (or scalar) from a NumPy or CuPy array; copies only from the GPU."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def synchronize(device=None) -> None:
+    """Wait for all queued GPU work; a no-op on the CPU."""
+    if _cupy is None:
+        return
+    if device is None:
+        _cupy.cuda.Device().synchronize()
+    elif _parse(device) != "cpu":
+        _cupy.cuda.Device(int(_parse(device)[4:])).synchronize()
+
+
+# --- random numbers ---------------------------------------------------------
+
+_host_rng = np.random.default_rng()
+_device_rngs: dict = {}
+_seed: int | None = None
+
+
+def seed(n: int) -> None:
+    """Seed xpnet's generators: the host one (weights, shuffles) and the GPU one (dropout masks)."""
+    global _host_rng, _seed
+    _seed = int(n)
+    _host_rng = np.random.default_rng(_seed)
+    _device_rngs.clear()
+
+
+def host_rng() -> np.random.Generator:
+    """The seeded NumPy generator for initial weights and shuffles (same on every device)."""
+    return _host_rng
+
+
+def random_uniform(xp, shape, dtype=DEFAULT_DTYPE):
+    """Uniform [0, 1) numbers of ``dtype`` drawn on the device of ``xp`` (for per-step masks).
+
+    On the CPU they come from the host generator; on the GPU from a CuPy
+    generator seeded by :func:`seed`, so they never cross the bus.
+    """
+    if xp is np:
+        return _host_rng.random(shape, dtype=dtype)
+    device = xp.cuda.runtime.getDevice()
+    rng = _device_rngs.get(device)
+    if rng is None:
+        rng = _device_rngs[device] = xp.random.default_rng(_seed)
+    return rng.random(shape, dtype=dtype)
