@@ -1,0 +1,119 @@
+"""Numerical gradients (the book's central differences) and checks of ``backward`` against them.
+
+Run checks in float64: in float32 the difference quotient loses about half
+of its digits to rounding. Everything works on whichever device the arrays
+are on (slowly on the GPU: one synchronization per element).
+"""
+
+from __future__ import annotations
+
+from .backend import get_array_module, host_rng, to_device, device_of, to_numpy
+
+__all__ = ["numerical_gradient", "layer_gradients", "check_layer_gradient", "check_network_gradient", "GradientCheckError"]
+
+PARAM_GRADS = (("W", "dW"), ("b", "db"), ("gamma", "dgamma"), ("beta", "dbeta"))
+
+
+class GradientCheckError(AssertionError):
+    """An analytic gradient disagrees with the numerical one."""
+
+
+def numerical_gradient(f, x, h=1e-4):
+    """Central-difference gradient of the scalar ``f(x)`` with respect to ``x``.
+
+    ``f`` is called with no regard to its argument's identity: ``x`` is
+    modified in place element by element and restored, as in the book, so
+    ``f`` may be a closure over a network's parameter array. Returns an array
+    of ``x``'s shape, dtype and device.
+    """
+    xp = get_array_module(x)
+    if not x.flags.c_contiguous:
+        raise ValueError("numerical_gradient: x must be C-contiguous so that it can be perturbed in place")
+    grad = xp.zeros_like(x)
+    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat_x.size):
+        original = flat_x[i].copy()
+        flat_x[i] = original + h
+        f_plus = float(f(x))
+        flat_x[i] = original - h
+        f_minus = float(f(x))
+        flat_x[i] = original
+        flat_grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def layer_gradients(layer, x, *args, dout=None, h=1e-5, **forward_kwargs):
+    """Analytic and numerical gradients of a layer, as ``{name: (analytic, numerical)}``.
+
+    The scalar checked is ``sum(forward(x, *args) * dout)`` with a random
+    ``dout`` (or the loss itself for a layer that returns a scalar, such as
+    SoftmaxWithLoss). Names are ``'x'`` and every parameter the layer has
+    among W, b, gamma, beta. ``forward_kwargs`` go to ``forward`` (e.g.
+    ``train_flg=True``); a layer that draws random masks must be reseeded
+    by the caller for the numerical gradient to make sense.
+    """
+    out = layer.forward(x, *args, **forward_kwargs)
+    xp = get_array_module(out)
+    if out.ndim == 0:
+        dout, scalar = 1.0, True
+    else:
+        scalar = False
+        if dout is None:
+            dout = to_device(host_rng().standard_normal(out.shape).astype(out.dtype), device_of(out))
+
+    def f(_):
+        y = layer.forward(x, *args, **forward_kwargs)
+        return y if scalar else (y * dout).sum()
+
+    dx = layer.backward(dout)
+    result = {"x": (dx, numerical_gradient(f, x, h))}
+    for name, grad_name in PARAM_GRADS:
+        param = getattr(layer, name, None)
+        if param is not None and hasattr(param, "shape"):
+            layer.forward(x, *args, **forward_kwargs)
+            layer.backward(dout)
+            analytic = xp.array(getattr(layer, grad_name), copy=True)
+            result[name] = (analytic, numerical_gradient(f, param, h))
+    return result
+
+
+def check_layer_gradient(layer, x, *args, rtol=1e-5, atol=1e-7, **kwargs):
+    """Raise GradientCheckError unless every gradient of ``layer`` matches the numerical one.
+
+    Compares with ``|analytic - numerical| <= atol + rtol * |numerical|``
+    element by element, and names the gradient, the worst element and its
+    values. Use float64 inputs and parameters. Returns the largest absolute
+    error of each gradient.
+    """
+    pairs = layer_gradients(layer, x, *args, **kwargs)
+    return _compare(type(layer).__name__, pairs, rtol, atol)
+
+
+def check_network_gradient(network, x, t, rtol=1e-5, atol=1e-7):
+    """Compare ``network.gradient(x, t)`` with ``network.numerical_gradient(x, t)`` parameter by parameter.
+
+    Any object with the book's network protocol will do (``params``,
+    ``gradient``, ``numerical_gradient``). Use float64 parameters and small
+    inputs; raises GradientCheckError on the first mismatch, else returns the
+    largest absolute error of each parameter's gradient.
+    """
+    analytic = network.gradient(x, t)
+    numerical = network.numerical_gradient(x, t)
+    return _compare(type(network).__name__, {k: (analytic[k], numerical[k]) for k in numerical}, rtol, atol)
+
+
+def _compare(owner, pairs, rtol, atol):
+    errors = {}
+    for name, (analytic, numerical) in pairs.items():
+        a, n = to_numpy(analytic), to_numpy(numerical)
+        if a.shape != n.shape:
+            raise GradientCheckError(f"gradient of {name}: analytic shape {a.shape} != numerical shape {n.shape}")
+        excess = abs(a - n) - (atol + rtol * abs(n))
+        worst = excess.argmax() if excess.size else None
+        if worst is not None and excess.flat[worst] > 0:
+            raise GradientCheckError(
+                f"{owner} gradient of {name} at flat index {worst}: analytic "
+                f"{a.flat[worst]!r}, numerical {n.flat[worst]!r} (atol={atol}, rtol={rtol})"
+            )
+        errors[name] = float(abs(a - n).max()) if a.size else 0.0
+    return errors

@@ -1,0 +1,129 @@
+"""im2col, col2im and the output-size rule shared by Convolution and Pooling.
+
+The column layout is the book's: one row per output pixel, ordered
+(n, oy, ox), and one column per window element, ordered (c, fy, fx).
+"""
+
+from __future__ import annotations
+
+from .backend import get_array_module
+
+__all__ = ["conv_output_size", "im2col", "col2im"]
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def conv_output_size(input_size, filter_size, stride=1, pad=0):
+    """Output length of a convolution or pooling along one axis.
+
+    ``floor((input_size + 2*pad - filter_size) / stride) + 1``, the
+    convention of the major frameworks: when the division is not exact, the
+    last ``(input_size + 2*pad - filter_size) % stride`` rows (or columns) of
+    the padded input are not covered by any window and do not contribute.
+
+    >>> conv_output_size(28, 5, stride=3, pad=2)
+    10
+    """
+    input_size = _check_int("input_size", input_size, 1)
+    filter_size = _check_int("filter_size", filter_size, 1)
+    stride = _check_int("stride", stride, 1)
+    pad = _check_int("pad", pad, 0)
+    out = (input_size + 2 * pad - filter_size) // stride + 1
+    if out < 1:
+        raise ValueError(
+            f"output size (input_size + 2*pad - filter_size) // stride + 1 = "
+            f"({input_size} + 2*{pad} - {filter_size}) // {stride} + 1 = {out} is below 1: "
+            f"the {filter_size}-wide window is larger than the padded input ({input_size + 2 * pad})"
+        )
+    return out
+
+
+def _windows(img, filter_h, filter_w, stride, out_h, out_w):
+    """A read-only view (N, OH, OW, C, FH, FW) of every window of ``img`` (N, C, H, W)."""
+    xp = get_array_module(img)
+    sn, sc, sh, sw = img.strides
+    n, c = img.shape[:2]
+    return xp.lib.stride_tricks.as_strided(
+        img,
+        shape=(n, out_h, out_w, c, filter_h, filter_w),
+        strides=(sn, sh * stride, sw * stride, sc, sh, sw),
+    )
+
+
+def _check_4d(name, x):
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """Unfold every filter window of a batch of images into one row.
+
+    Parameters
+    ----------
+    input_data : array (N, C, H, W), NumPy or CuPy
+    filter_h, filter_w : window height and width
+    stride, pad : step between windows and zero padding on every side
+
+    Returns
+    -------
+    col : array (N*OH*OW, C*FH*FW) on the device and of the dtype of the
+        input, where OH, OW come from :func:`conv_output_size`. It costs
+        FH*FW times the memory of the input (more with stride < window).
+
+    Unlike the book, the windows are read from a strided view and copied
+    once, instead of through a Python loop over filter offsets.
+    """
+    _check_4d("im2col input", input_data)
+    xp = get_array_module(input_data)
+    n, c, h, w = input_data.shape
+    out_h = conv_output_size(h, filter_h, stride, pad)
+    out_w = conv_output_size(w, filter_w, stride, pad)
+    img = input_data
+    if pad:
+        img = xp.pad(img, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    windows = _windows(xp.ascontiguousarray(img), filter_h, filter_w, stride, out_h, out_w)
+    return windows.reshape(n * out_h * out_w, c * filter_h * filter_w)
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """The adjoint of :func:`im2col`: add every column entry back into its pixel.
+
+    Parameters
+    ----------
+    col : array (N*OH*OW, C*FH*FW)
+    input_shape : (N, C, H, W) of the images that ``col`` was unfolded from
+
+    Returns
+    -------
+    array (N, C, H, W) of ``col``'s dtype and device. Pixels covered by
+    several windows receive the sum of their entries, so that
+    ``<im2col(x), c> == <x, col2im(c)>``.
+    """
+    xp = get_array_module(col)
+    if len(input_shape) != 4:
+        raise ValueError(f"col2im input_shape must be (N, C, H, W), got {tuple(input_shape)}")
+    n, c, h, w = (int(s) for s in input_shape)
+    out_h = conv_output_size(h, filter_h, stride, pad)
+    out_w = conv_output_size(w, filter_w, stride, pad)
+    expected = (n * out_h * out_w, c * filter_h * filter_w)
+    if tuple(col.shape) != expected:
+        raise ValueError(
+            f"col2im: col has shape {tuple(col.shape)}, but input {tuple(input_shape)} with a "
+            f"{filter_h}x{filter_w} window, stride {stride}, pad {pad} needs {expected}"
+        )
+    col6 = col.reshape(n, out_h, out_w, c, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
+    img = xp.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
+    # Each statement touches distinct pixels, so plain += is exact on both devices (no atomics).
+    for y in range(filter_h):
+        y_max = y + stride * out_h
+        for x in range(filter_w):
+            x_max = x + stride * out_w
+            img[:, :, y:y_max:stride, x:x_max:stride] += col6[:, :, y, x]
+    return img[:, :, pad:h + pad, pad:w + pad]
