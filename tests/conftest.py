@@ -1,0 +1,37 @@
+"""Fixtures shared by the tests: every test body that touches arrays runs once per usable backend."""
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import backend
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module under test: numpy always, cupy where a GPU is usable."""
+    if request.param == "numpy":
+        return np
+    if not backend.gpu_available():
+        pytest.skip(f"cupy case skipped: no usable GPU ({backend.gpu_unavailable_reason()})")
+    return backend.xp_of_device("gpu")
+
+
+@pytest.fixture
+def device(xp):
+    """The device name that goes with ``xp``."""
+    return "cpu" if xp is np else "gpu:0"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Each test starts on the CPU with a seeded generator, whatever XPNET_DEVICE says."""
+    xpnet.set_device("cpu")
+    xpnet.seed(0)
+    yield
+    xpnet.set_device("cpu")

@@ -1,0 +1,147 @@
+"""The device switch, per-array dispatch and seeding."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import backend
+
+
+def run_python(code, **env):
+    """Run ``code`` in a fresh interpreter (so that module state and sys.modules start clean)."""
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full_env)
+
+
+def test_cpu_is_the_default_device():
+    result = run_python("import xpnet; print(xpnet.get_device())", XPNET_DEVICE="")
+    assert result.stdout.strip() == "cpu", result.stderr
+
+
+def test_an_unknown_xpnet_device_lists_the_valid_values():
+    result = run_python("import xpnet; xpnet.get_device()", XPNET_DEVICE="tpu")
+    assert "XPNET_DEVICE: unknown device 'tpu'; valid values are cpu, gpu, gpu:N, auto" in result.stderr
+
+
+def test_set_device_rejects_unknown_names():
+    with pytest.raises(ValueError, match="valid values are cpu, gpu, gpu:N, auto"):
+        xpnet.set_device("cuda-ish")
+
+
+def test_import_works_without_cupy_and_the_gpu_error_names_the_fix():
+    result = run_python(
+        """
+        import sys
+        sys.modules["cupy"] = None  # as if CuPy were not installed
+        import xpnet
+        assert xpnet.get_device() == "cpu"
+        assert not xpnet.gpu_available()
+        try:
+            xpnet.set_device("gpu")
+        except xpnet.DeviceError as exc:
+            print(exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CuPy cannot be imported" in result.stdout
+    assert "pip install 'xpnet[cuda12]'" in result.stdout and "XPNET_DEVICE=cpu" in result.stdout
+
+
+def test_cupy_without_a_driver_is_reported_and_never_selected_silently():
+    result = run_python(
+        """
+        import sys, types
+        fake = types.ModuleType("cupy")
+        fake.is_available = lambda: False
+        sys.modules["cupy"] = fake  # installed, but no driver or device
+        import xpnet
+        print(xpnet.get_device())
+        try:
+            xpnet.set_device("gpu")
+        except xpnet.DeviceError as exc:
+            print(exc)
+        """,
+        XPNET_DEVICE="auto",
+    )
+    assert result.returncode == 0, result.stderr
+    first, message = result.stdout.splitlines()[:2]
+    assert first == "cpu"  # auto falls back; an explicit gpu does not
+    assert "sees no usable CUDA device or driver" in message
+
+
+def test_asking_for_the_gpu_through_the_environment_fails_loudly_without_one():
+    if xpnet.gpu_available():
+        pytest.skip("a GPU is usable here, so XPNET_DEVICE=gpu succeeds")
+    result = run_python("import xpnet; xpnet.get_device()", XPNET_DEVICE="gpu")
+    assert result.returncode != 0
+    assert "the GPU was asked for but cannot be used" in result.stderr
+
+
+def test_import_is_quick_and_does_not_import_cupy():
+    result = run_python(
+        """
+        import sys, time
+        start = time.perf_counter()
+        import xpnet
+        print(time.perf_counter() - start, "cupy" in sys.modules)
+        """
+    )
+    seconds, imported = result.stdout.split()
+    assert float(seconds) < 2.0
+    assert imported == "False"
+
+
+def test_using_device_restores_the_previous_device():
+    with xpnet.using_device("cpu") as name:
+        assert name == "cpu"
+    assert xpnet.get_device() == "cpu"
+
+
+def test_using_the_gpu_in_a_block(xp):
+    if xp is np:
+        pytest.skip("GPU-only behaviour")
+    with xpnet.using_device("gpu") as name:
+        assert name == "gpu:0"
+        assert backend.xp_of_device() is xp
+    assert xpnet.get_device() == "cpu"
+
+
+def test_get_array_module_dispatches_per_array(xp):
+    a = xp.zeros(3, dtype=xp.float32)
+    assert xpnet.get_array_module(a) is xp
+    assert xpnet.get_array_module(np.zeros(1), 1.0) is np
+
+
+def test_to_device_and_back_round_trips(device):
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    moved = xpnet.to_device(host, device)
+    assert backend.device_of(moved) == device
+    back = xpnet.to_numpy(moved)
+    assert isinstance(back, np.ndarray) and back.dtype == np.float32
+    np.testing.assert_array_equal(back, host)
+
+
+def test_to_device_moves_containers(device):
+    moved = xpnet.to_device({"W": np.ones(2), "b": [np.zeros(1)]}, device)
+    assert backend.device_of(moved["W"]) == device and backend.device_of(moved["b"][0]) == device
+
+
+def test_synchronize_is_safe_on_every_device(device):
+    xpnet.synchronize()
+
+
+def test_seed_repeats_the_host_stream():
+    xpnet.seed(42)
+    first = backend.host_rng().standard_normal(4)
+    xpnet.seed(42)
+    np.testing.assert_array_equal(backend.host_rng().standard_normal(4), first)
+
+
+def test_random_uniform_is_float32_on_the_device(xp):
+    u = backend.random_uniform(xp, (3, 4))
+    assert type(u) is xp.ndarray and u.dtype == np.float32

@@ -1,0 +1,93 @@
+"""im2col, col2im and the output-size rule."""
+
+import numpy as np
+import pytest
+
+from xpnet import to_device, to_numpy
+from xpnet.util import col2im, conv_output_size, im2col
+
+
+@pytest.mark.parametrize(
+    "size, filt, stride, pad, expected",
+    [
+        ((4, 4), 3, 1, 1, (4, 4)),
+        ((7, 7), 3, 2, 0, (3, 3)),
+        ((28, 31), 5, 3, 2, (10, 11)),
+    ],
+)
+def test_output_size_worked_examples(size, filt, stride, pad, expected):
+    assert tuple(conv_output_size(s, filt, stride, pad) for s in size) == expected
+
+
+def test_output_size_floors_an_inexact_division():
+    # (8 + 0 - 3) / 2 + 1 = 3.5: the last row of the input is covered by no window.
+    assert conv_output_size(8, 3, stride=2) == 3
+
+
+def test_output_size_below_one_shows_the_formula():
+    with pytest.raises(ValueError, match=r"\(3 \+ 2\*0 - 5\) // 1 \+ 1 = -1"):
+        conv_output_size(3, 5)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"stride": 0}, "stride must be >= 1"), ({"pad": -1}, "pad must be >= 0")])
+def test_output_size_rejects_bad_stride_and_pad(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        conv_output_size(7, 3, **kwargs)
+
+
+@pytest.mark.parametrize("n, expected", [(1, (9, 75)), (10, (90, 75))])
+def test_im2col_shapes_from_the_book(xp, device, rng, n, expected):
+    x = to_device(rng.random((n, 3, 7, 7), dtype=np.float32), device)
+    col = im2col(x, 5, 5, stride=1, pad=0)
+    assert col.shape == expected
+    assert col.dtype == np.float32
+    assert type(col) is xp.ndarray
+
+
+def test_im2col_rows_are_windows_in_c_fy_fx_order(xp):
+    x = xp.arange(2 * 2 * 3 * 3, dtype=xp.float32).reshape(2, 2, 3, 3)
+    col = to_numpy(im2col(x, 2, 2))
+    host = to_numpy(x)
+    # Row 0: image 0, window at (0, 0); row 7: image 1, window at (1, 1).
+    np.testing.assert_array_equal(col[0], host[0, :, 0:2, 0:2].reshape(-1))
+    np.testing.assert_array_equal(col[7], host[1, :, 1:3, 1:3].reshape(-1))
+
+
+@pytest.mark.parametrize(
+    "shape, fh, fw, stride, pad",
+    [((1, 1, 4, 4), 3, 3, 1, 0), ((2, 3, 7, 6), 3, 2, 2, 1), ((3, 2, 9, 8), 4, 3, 3, 2), ((2, 1, 5, 5), 1, 1, 1, 0)],
+)
+def test_im2col_and_col2im_are_adjoint(device, rng, shape, fh, fw, stride, pad):
+    x = to_device(rng.standard_normal(shape), device)
+    col_shape = im2col(x, fh, fw, stride, pad).shape
+    c = to_device(rng.standard_normal(col_shape), device)
+    lhs = float((im2col(x, fh, fw, stride, pad) * c).sum())
+    rhs = float((x * col2im(c, shape, fh, fw, stride, pad)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_col2im_keeps_float32(xp):
+    col = xp.ones((4, 9), dtype=xp.float32)
+    assert col2im(col, (1, 1, 4, 4), 3, 3).dtype == np.float32
+
+
+def test_im2col_accepts_non_contiguous_input(xp, device, rng):
+    base = to_device(rng.random((2, 7, 7, 3), dtype=np.float32), device)
+    x = base.transpose(0, 3, 1, 2)
+    assert not x.flags.c_contiguous
+    np.testing.assert_array_equal(to_numpy(im2col(x, 3, 3)), to_numpy(im2col(xp.ascontiguousarray(x), 3, 3)))
+
+
+def test_im2col_rejects_wrong_rank(xp):
+    with pytest.raises(ValueError, match=r"4-D \(N, C, H, W\), got shape \(3, 7, 7\)"):
+        im2col(xp.zeros((3, 7, 7), dtype=xp.float32), 3, 3)
+
+
+def test_col2im_rejects_a_col_of_the_wrong_shape(xp):
+    with pytest.raises(ValueError, match=r"col has shape \(4, 8\).*needs \(4, 9\)"):
+        col2im(xp.zeros((4, 8), dtype=xp.float32), (1, 1, 4, 4), 3, 3)
+
+
+def test_window_larger_than_padded_input_is_an_error(xp):
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        im2col(xp.zeros((1, 1, 3, 3), dtype=xp.float32), 5, 5, pad=0)
