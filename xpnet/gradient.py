@@ -7,7 +7,10 @@ are on (slowly on the GPU: one synchronization per element).
 
 from __future__ import annotations
 
-from .backend import get_array_module, host_rng, to_device, device_of, to_numpy
+import numpy as np
+
+from .backend import device_of, get_array_module, host_rng, to_device, to_numpy
+from .backend import seed as set_seed
 
 __all__ = ["numerical_gradient", "layer_gradients", "check_layer_gradient", "check_network_gradient", "GradientCheckError"]
 
@@ -89,17 +92,48 @@ def check_layer_gradient(layer, x, *args, rtol=1e-5, atol=1e-7, **kwargs):
     return _compare(type(layer).__name__, pairs, rtol, atol)
 
 
-def check_network_gradient(network, x, t, rtol=1e-5, atol=1e-7):
-    """Compare ``network.gradient(x, t)`` with ``network.numerical_gradient(x, t)`` parameter by parameter.
+def check_network_gradient(network, x, t, rtol=1e-5, atol=1e-7, directions=None, h=1e-5, seed=0):
+    """Compare ``network.gradient(x, t)`` with central differences of its training-mode loss.
 
     Any object with the book's network protocol will do (``params``,
-    ``gradient``, ``numerical_gradient``). Use float64 parameters and small
-    inputs; raises GradientCheckError on the first mismatch, else returns the
-    largest absolute error of each parameter's gradient.
+    ``loss(x, t, train_flg)``, ``gradient``). xpnet's generators are reseeded
+    with ``seed`` before every loss, so dropout draws the same mask each time.
+    With ``directions=None`` every parameter element is checked (small
+    networks only); with ``directions=k`` the check is k random directional
+    derivatives, (L(p + h r) - L(p - h r)) / 2h against <grad, r> for
+    unit vectors r, cheap for
+    any size. Use float64 parameters. Raises GradientCheckError on the first
+    mismatch, else returns the largest absolute error per parameter (or per
+    direction).
     """
+
+    def loss(_=None):
+        set_seed(seed)
+        return network.loss(x, t, train_flg=True)
+
+    set_seed(seed)
     analytic = network.gradient(x, t)
-    numerical = network.numerical_gradient(x, t)
-    return _compare(type(network).__name__, {k: (analytic[k], numerical[k]) for k in numerical}, rtol, atol)
+    if directions is None:
+        pairs = {name: (analytic[name], numerical_gradient(loss, p, h)) for name, p in network.params.items()}
+        return _compare(type(network).__name__, pairs, rtol, atol)
+    pairs = {}
+    directions_rng = np.random.default_rng(seed + 1)  # apart from the stream that loss() reseeds
+    for k in range(directions):
+        host = {name: directions_rng.standard_normal(p.shape) for name, p in network.params.items()}
+        norm = np.sqrt(sum((v ** 2).sum() for v in host.values()))  # a unit step, however many parameters
+        r = {name: to_device((v / norm).astype(network.params[name].dtype), device_of(network.params[name]))
+             for name, v in host.items()}
+        for name, p in network.params.items():
+            p += h * r[name]
+        plus = float(loss())
+        for name, p in network.params.items():
+            p -= 2 * h * r[name]
+        minus = float(loss())
+        for name, p in network.params.items():
+            p += h * r[name]
+        along = sum(float((analytic[name] * r[name]).sum()) for name in analytic)
+        pairs[f"direction {k}"] = (np.array(along), np.array((plus - minus) / (2 * h)))
+    return _compare(type(network).__name__, pairs, rtol, atol)
 
 
 def _compare(owner, pairs, rtol, atol):

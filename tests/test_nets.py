@@ -1,0 +1,129 @@
+"""The book's networks: gradients, devices, dtypes, and the book's defects fixed."""
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import to_numpy
+from xpnet.gradient import check_network_gradient
+from xpnet.layers import Dropout
+from xpnet.nets import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
+
+
+def data(rng, shape, classes=10):
+    return rng.standard_normal(shape), rng.integers(0, classes, shape[0])
+
+
+def away_from_kinks(net, rng):
+    """Nonzero biases, so that no ReLU input sits exactly at 0 (where a dead input row or padding puts it)."""
+    for name, p in net.params.items():
+        if name.startswith("b"):
+            p += xpnet.to_device(0.1 * rng.standard_normal(p.shape), net.device)
+    return net
+
+
+def small_convnet(**kwargs):
+    return SimpleConvNet(input_dim=(1, 8, 8), conv_param={"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
+                         hidden_size=6, output_size=4, **kwargs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MultiLayerNet(5, [4, 3], 3, weight_decay_lambda=0.1, dtype=np.float64),
+    lambda: MultiLayerNet(5, [4], 3, activation="sigmoid", weight_init_std="xavier", dtype=np.float64),
+    lambda: MultiLayerNetExtend(5, [4, 3], 3, use_batchnorm=True, use_dropout=True, dtype=np.float64),
+], ids=["mlp-relu-decay", "mlp-sigmoid", "extend-bn-dropout"])
+def test_fully_connected_gradients_match_numerical(device, rng, make):
+    xpnet.set_device(device)
+    x, t = data(rng, (6, 5), 3)
+    check_network_gradient(away_from_kinks(make(), rng), x, t, rtol=1e-4, atol=1e-6)
+
+
+def test_simple_convnet_gradients_match_numerical(device, rng):
+    xpnet.set_device(device)
+    x, t = data(rng, (3, 1, 8, 8), 4)
+    check_network_gradient(away_from_kinks(small_convnet(weight_init_std="he", dtype=np.float64), rng), x, t, rtol=1e-4, atol=1e-6)
+
+
+def test_deep_convnet_gradient_along_random_directions(device, rng):
+    xpnet.set_device(device)
+    x, t = data(rng, (2, 1, 28, 28))
+    check_network_gradient(away_from_kinks(DeepConvNet(dtype=np.float64), rng), x, t, directions=3, rtol=1e-5, atol=1e-8)
+
+
+def test_deep_convnet_has_no_dropout_after_its_last_affine_layer():
+    layers = DeepConvNet().layers
+    assert list(layers)[-3:] == ["Relu7", "Dropout1", "Affine2"]  # the book adds Dropout2 after Affine2
+    assert sum(isinstance(layer, Dropout) for layer in layers.values()) == 1
+
+
+def test_evaluation_runs_dropout_in_test_mode(rng):
+    net = DeepConvNet()
+    x, t = data(rng, (4, 1, 28, 28))
+    assert float(net.loss(x, t)) == float(net.loss(x, t))  # deterministic: no dropout masks
+    assert net.accuracy(x, t) == net.accuracy(x, t)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: MultiLayerNetExtend(784, [50, 50], 10, use_batchnorm=True, use_dropout=True), (8, 784)),
+    (lambda: SimpleConvNet(), (8, 1, 28, 28)),
+    (lambda: DeepConvNet(), (8, 1, 28, 28)),
+], ids=["extend", "simple_convnet", "deep_convnet"])
+def test_networks_are_float32_on_their_device(device, rng, make, shape):
+    xpnet.set_device(device)
+    net = make()
+    x, t = data(rng, shape)
+    x = x.astype(np.float32)
+    assert net.device == device
+    assert net.predict(x).shape == (8, 10) and net.predict(x).dtype == np.float32
+    assert all(g.dtype == np.float32 and g.shape == net.params[k].shape for k, g in net.gradient(x, t).items())
+    assert 0.0 <= net.accuracy(x, t, batch_size=3) <= 1.0
+
+
+def test_same_seed_gives_the_same_weights_on_every_device(device):
+    xpnet.seed(5)
+    on_cpu = {k: to_numpy(v) for k, v in SimpleConvNet().params.items()}
+    xpnet.set_device(device)
+    xpnet.seed(5)
+    elsewhere = SimpleConvNet().params
+    for k in on_cpu:
+        np.testing.assert_array_equal(to_numpy(elsewhere[k]), on_cpu[k])
+
+
+def test_to_moves_parameters_and_statistics_and_keeps_layers_bound(device, rng):
+    net = MultiLayerNetExtend(6, [5], 3, use_batchnorm=True)
+    x, t = data(rng, (4, 6), 3)
+    net.gradient(x, t)  # creates the running statistics
+    expected = to_numpy(net.predict(x))
+    net.to(device)
+    assert net.device == device
+    assert net.layers["Affine1"].W is net.params["W1"]
+    assert xpnet.backend.device_of(net.layers["BatchNorm1"].running_mean) == device
+    np.testing.assert_allclose(to_numpy(net.predict(x)), expected, rtol=1e-5)
+
+
+def test_accuracy_takes_one_hot_labels(rng):
+    net = MultiLayerNet(4, [5], 3)
+    x, t = data(rng, (10, 4), 3)
+    assert net.accuracy(x, np.eye(3)[t]) == net.accuracy(x, t)
+
+
+def test_weight_decay_adds_to_the_loss(rng):
+    xpnet.seed(1)
+    plain = MultiLayerNet(4, [5], 3)
+    xpnet.seed(1)
+    decayed = MultiLayerNet(4, [5], 3, weight_decay_lambda=0.5)
+    x, t = data(rng, (4, 4), 3)
+    penalty = 0.25 * sum(float((to_numpy(plain.params[k]) ** 2).sum()) for k in ("W1", "W2"))
+    assert float(decayed.loss(x, t)) == pytest.approx(float(plain.loss(x, t)) + penalty, rel=1e-5)
+
+
+def test_simple_convnet_pooled_size_floors_odd_maps():
+    net = SimpleConvNet(input_dim=(1, 9, 9), conv_param={"filter_num": 2, "filter_size": 2, "pad": 0, "stride": 1})
+    assert net.params["W2"].shape == (2 * 4 * 4, 100)  # 8x8 conv maps pool to 4x4
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MultiLayerNet(4, [5], 3, activation="tanh")
+    with pytest.raises(ValueError, match="weight_init_std must be"):
+        MultiLayerNet(4, [5], 3, weight_init_std="lecun")
