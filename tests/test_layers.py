@@ -305,3 +305,9 @@ def test_an_input_on_another_device_says_how_to_move_it(rng):
     conv = Convolution(f32(rng, (2, 1, 3, 3), "gpu:0"), f32(rng, (2,), "gpu:0"))
     with pytest.raises(DeviceError, match=r"input is on cpu but the parameters are on gpu:0.*to_device"):
         conv.forward(rng.standard_normal((1, 1, 5, 5)).astype(np.float32))
+
+
+def test_batchnorm_before_any_training_is_nearly_the_identity(device, rng):
+    bn = BatchNormalization(to_device(np.ones(3, np.float32), device), to_device(np.zeros(3, np.float32), device))
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_allclose(to_numpy(bn.forward(to_device(x, device), train_flg=False)), x, rtol=1e-5)

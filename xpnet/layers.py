@@ -14,6 +14,7 @@ Fixed relative to the book, each noted where it happens:
   is the identity at test time (the book multiplies by 1-p at test time).
 * ``BatchNormalization`` on 4-D input normalizes per channel, over
   (N, H, W), as in the literature; the book normalizes per C*H*W element.
+  Its running variance starts at 1, not 0.
 * ``Pooling`` honours ``pad`` (the book's output size ignores it) and pads
   max pooling with -inf, so padding never wins a max.
 * ``SoftmaxWithLoss`` uses a log-softmax; labels are indices or one-hot.
@@ -253,7 +254,8 @@ class BatchNormalization:
     ``forward(x, train_flg=True)`` uses the batch statistics and updates
     ``running_mean``/``running_var`` as ``momentum * running + (1 - momentum)
     * batch`` (biased variance, as the book); with ``train_flg=False`` it uses
-    the running statistics.
+    the running statistics, which start at mean 0 and variance 1 (the book
+    starts the variance at 0, so an untrained network divides by sqrt(eps)).
     """
 
     eps = 1e-6
@@ -291,7 +293,7 @@ class BatchNormalization:
         self.train_flg = train_flg
         if self.running_mean is None:
             self.running_mean = xp.zeros(x.shape[1], dtype=x.dtype)
-            self.running_var = xp.zeros(x.shape[1], dtype=x.dtype)
+            self.running_var = xp.ones(x.shape[1], dtype=x.dtype)
         if train_flg:
             mu = x.mean(axis=axes)
             xc = x - mu.reshape(shape)
