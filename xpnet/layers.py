@@ -25,7 +25,13 @@ from __future__ import annotations
 from . import backend
 from .backend import DeviceError, get_array_module
 from .functions import log_softmax
-from .util import col2im, conv_output_size, im2col
+from .util import (
+    add_windows_channels_last,
+    channels_last,
+    conv_output_size,
+    pad_channels_last,
+    windows_channels_last,
+)
 
 __all__ = [
     "Relu",
@@ -331,7 +337,16 @@ class Convolution:
     ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases. ``forward`` takes
     (N, C, H, W) and returns (N, FN, OH, OW) with
     ``OH = floor((H + 2*pad - FH) / stride) + 1`` (likewise OW).
+
+    The output is an (N, FN, OH, OW) view of channels-last memory, which the
+    next Convolution or Pooling reads without a copy; its im2col gathers
+    (fy, fx, c)-ordered columns (see ``xpnet.util.windows_channels_last``).
+    The batch is unfolded in chunks of at most ``col_bytes`` (per device
+    kind) so the column buffer stays small, and ``backward`` unfolds the
+    padded input again instead of keeping every layer's columns alive.
     """
+
+    col_bytes = {"cpu": 8 * 2**20, "gpu": 512 * 2**20}
 
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
@@ -341,14 +356,24 @@ class Convolution:
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
         self.pad = _check_positive_int("Convolution", "pad", pad, 0)
         self.x_shape = None
-        self.col = None
-        self.col_W = None
+        self.x_pad = None
         self.dW = None
         self.db = None
+
+    def _chunks(self, n, bytes_per_example):
+        kind = "cpu" if get_array_module(self.W).__name__ == "numpy" else "gpu"
+        step = max(1, self.col_bytes[kind] // max(bytes_per_example, 1))
+        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def _col_W(self):
+        """W as a (FH*FW*C, FN) matrix, matching the (fy, fx, c) column order."""
+        fn = self.W.shape[0]
+        return self.W.transpose(0, 2, 3, 1).reshape(fn, -1).T
 
     def forward(self, x):
         x = _as_param_array("Convolution", x, self.W)
         _check_rank("Convolution", x, (4,), "4-D (N, C, H, W)")
+        xp = get_array_module(x)
         fn, c, fh, fw = self.W.shape
         n, xc, h, w = x.shape
         if xc != c:
@@ -356,18 +381,61 @@ class Convolution:
         out_h = _output_size("Convolution", "height", h, fh, self.stride, self.pad)
         out_w = _output_size("Convolution", "width", w, fw, self.stride, self.pad)
         self.x_shape = x.shape
-        self.col = im2col(x, fh, fw, self.stride, self.pad)
-        self.col_W = self.W.reshape(fn, -1).T
-        out = self.col @ self.col_W + self.b
-        return out.reshape(n, out_h, out_w, fn).transpose(0, 3, 1, 2)
+        self.x_pad = pad_channels_last(channels_last(x), self.pad)
+        col_W = self._col_W()
+        out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
+        for part in self._chunks(n, out_h * out_w * fh * fw * c * x.itemsize):
+            col = windows_channels_last(self.x_pad[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
+            rows = out[part].reshape(-1, fn)
+            xp.matmul(col, col_W, out=rows)
+            rows += self.b
+        return out.transpose(0, 3, 1, 2)
+
+    def _gathers_input_gradient(self):
+        """Whether dx is better computed as a convolution of dout with the flipped filters.
+
+        That gather (an im2col of dout, then one product) beats scattering the
+        column gradient back (one strided add per filter offset) when the
+        layer does not widen the channels much; it needs stride 1 and
+        pad < the filter size.
+        """
+        fn, c, fh, fw = self.W.shape
+        return self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
 
     def backward(self, dout):
+        xp = get_array_module(dout)
         fn, c, fh, fw = self.W.shape
-        dout = dout.astype(self.W.dtype, copy=False).transpose(0, 2, 3, 1).reshape(-1, fn)
-        self.db = dout.sum(axis=0)
-        self.dW = (dout.T @ self.col).reshape(fn, c, fh, fw)
-        dcol = dout @ self.col_W.T
-        return col2im(dcol, self.x_shape, fh, fw, self.stride, self.pad)
+        n, _, h, w = self.x_shape
+        p = self.pad
+        dout = channels_last(dout.astype(self.W.dtype, copy=False))
+        out_h, out_w = dout.shape[1:3]
+        if not dout.flags.c_contiguous:
+            dout = xp.ascontiguousarray(dout)
+        self.db = dout.reshape(-1, fn).sum(axis=0)
+        dW = xp.zeros((fn, fh * fw * c), dtype=self.W.dtype)
+        gather = self._gathers_input_gradient()
+        if gather:
+            # dx = dout, padded by (filter - 1 - pad), correlated with the 180-degree-rotated filters.
+            flipped = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
+            dx = xp.empty((n, h, w, c), dtype=self.W.dtype)
+        else:
+            col_W = self._col_W()
+            dx = xp.zeros_like(self.x_pad)
+        for part in self._chunks(n, out_h * out_w * fh * fw * max(c, fn) * dout.itemsize):
+            col = windows_channels_last(self.x_pad[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
+            d = dout[part].reshape(-1, fn)
+            dW += d.T @ col
+            if gather:
+                d_pad = pad_channels_last(dout[part], fh - 1 - p, fw - 1 - p)
+                d_col = windows_channels_last(d_pad, fh, fw, 1, h, w).reshape(-1, fh * fw * fn)
+                xp.matmul(d_col, flipped, out=dx[part].reshape(-1, c))
+            else:
+                dcol = (d @ col_W.T).reshape(-1, out_h, out_w, fh, fw, c)
+                add_windows_channels_last(dx[part], dcol, self.stride)
+        self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
+        if not gather:
+            dx = dx[:, p:p + h, p:p + w, :]
+        return dx.transpose(0, 3, 1, 2)
 
 
 class Pooling:
@@ -382,7 +450,9 @@ class Pooling:
     book's ignores it and fails or misplaces values when pad > 0), and max
     pooling pads with -inf rather than zero. Average pooling pads with zero
     and divides by the full window size (PyTorch's ``count_include_pad``).
-    Ties inside a window send the gradient to the first maximum.
+    Ties inside a window send the gradient to the first maximum. Like
+    Convolution, it works on channels-last memory behind (N, C, H, W) views,
+    and its backward builds the window gradients without a scatter.
     """
 
     def __init__(self, pool_h, pool_w, stride=1, pad=0, mode="max"):
@@ -408,29 +478,27 @@ class Pooling:
         out_h = _output_size("Pooling", "height", h, self.pool_h, self.stride, self.pad)
         out_w = _output_size("Pooling", "width", w, self.pool_w, self.stride, self.pad)
         self.x_shape = x.shape
-        if self.pad:
-            p = self.pad
-            fill = -xp.inf if self.mode == "max" else 0.0
-            x = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=fill)
-        col = im2col(x, self.pool_h, self.pool_w, self.stride).reshape(-1, self.pool_h * self.pool_w)
+        fill = -xp.inf if self.mode == "max" else 0.0
+        img = pad_channels_last(channels_last(x), self.pad, fill=fill)
+        windows = windows_channels_last(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
         if self.mode == "max":
-            self.arg_max = col.argmax(axis=1)
-            out = xp.take_along_axis(col, self.arg_max[:, None], axis=1)
+            cols = windows.reshape(n, out_h, out_w, self.pool_h * self.pool_w, c)
+            self.arg_max = cols.argmax(axis=3)
+            out = xp.take_along_axis(cols, self.arg_max[:, :, :, None, :], axis=3)[:, :, :, 0, :]
         else:
-            out = col.mean(axis=1)
-        return out.reshape(n, out_h, out_w, c).transpose(0, 3, 1, 2)
+            out = windows.mean(axis=(3, 4))
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
         xp = get_array_module(dout)
         n, c, h, w = self.x_shape
-        p = self.pad
-        window = self.pool_h * self.pool_w
-        dout = dout.transpose(0, 2, 3, 1).reshape(-1)
+        p, ph, pw = self.pad, self.pool_h, self.pool_w
+        dout = channels_last(dout)[:, :, :, None, :]
         if self.mode == "max":
-            dcol = xp.zeros((dout.size, window), dtype=dout.dtype)
-            dcol[xp.arange(dout.size), self.arg_max] = dout
+            window_index = xp.arange(ph * pw).reshape(1, 1, 1, -1, 1)
+            dcols = (self.arg_max[:, :, :, None, :] == window_index) * dout
         else:
-            dcol = xp.broadcast_to((dout * (1.0 / window))[:, None], (dout.size, window))
-        padded_shape = (n, c, h + 2 * p, w + 2 * p)
-        dx = col2im(dcol.reshape(-1, c * window), padded_shape, self.pool_h, self.pool_w, self.stride)
-        return dx[:, :, p:p + h, p:p + w]
+            dcols = xp.broadcast_to(dout * (1.0 / (ph * pw)), dout.shape[:3] + (ph * pw, c))
+        dx = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dout.dtype)
+        add_windows_channels_last(dx, dcols.reshape(dcols.shape[:3] + (ph, pw, c)), self.stride)
+        return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)

@@ -127,3 +127,56 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
             x_max = x + stride * out_w
             img[:, :, y:y_max:stride, x:x_max:stride] += col6[:, :, y, x]
     return img[:, :, pad:h + pad, pad:w + pad]
+
+
+# --- channels-last windows, the fast path of Convolution and Pooling ---------------
+#
+# Convolution and Pooling keep their activations in (N, H, W, C) memory order
+# behind an (N, C, H, W) view: a window is then FH*FW runs of C contiguous
+# values, which one copy gathers several times faster than the book's layout
+# (runs of FW values). Columns are ordered (fy, fx, c) here.
+
+
+def channels_last(x):
+    """A view of ``x`` (N, C, H, W) as (N, H, W, C); free when x came from a channels-last layer."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def pad_channels_last(x_nhwc, pad_h, pad_w=None, fill=0.0):
+    """(N, H, W, C) padded by ``pad_h`` rows and ``pad_w`` (default ``pad_h``) columns on both
+    sides with ``fill``, as a C-contiguous array."""
+    xp = get_array_module(x_nhwc)
+    pad_w = pad_h if pad_w is None else pad_w
+    if not pad_h and not pad_w:
+        return xp.ascontiguousarray(x_nhwc)
+    return xp.pad(x_nhwc, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), constant_values=fill)
+
+
+def windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w):
+    """A view (N, OH, OW, FH, FW, C) of every window of a padded channels-last ``img`` (N, Hp, Wp, C).
+
+    NumPy's view is writable: with non-overlapping windows (stride >= the
+    window) assigning to it writes each pixel at most once.
+    """
+    xp = get_array_module(img)
+    sn, sh, sw, sc = img.strides
+    n, c = img.shape[0], img.shape[3]
+    return xp.lib.stride_tricks.as_strided(
+        img,
+        shape=(n, out_h, out_w, filter_h, filter_w, c),
+        strides=(sn, sh * stride, sw * stride, sh, sw, sc),
+    )
+
+
+def add_windows_channels_last(img, cols, stride):
+    """``img`` (N, Hp, Wp, C) += each window's values from ``cols`` (N, OH, OW, FH, FW, C), in place.
+
+    The adjoint of :func:`windows_channels_last`: one strided add per filter
+    offset, each touching distinct pixels, so it is exact on every device.
+    """
+    n, out_h, out_w, filter_h, filter_w, c = cols.shape
+    for y in range(filter_h):
+        y_max = y + stride * out_h
+        for x in range(filter_w):
+            img[:, y:y_max:stride, x:x + stride * out_w:stride, :] += cols[:, :, :, y, x, :]
+    return img
