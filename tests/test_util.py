@@ -91,3 +91,17 @@ def test_col2im_rejects_a_col_of_the_wrong_shape(xp):
 def test_window_larger_than_padded_input_is_an_error(xp):
     with pytest.raises(ValueError, match="larger than the padded input"):
         im2col(xp.zeros((1, 1, 3, 3), dtype=xp.float32), 5, 5, pad=0)
+
+
+@pytest.mark.parametrize("shape, fh, fw, stride", [((2, 6, 5, 3), 3, 2, 1), ((1, 7, 7, 2), 2, 2, 2), ((2, 9, 8, 4), 3, 3, 2)])
+def test_channels_last_windows_and_their_adjoint(device, rng, shape, fh, fw, stride):
+    from xpnet.util import add_windows_channels_last, conv_output_size, windows_channels_last
+
+    img = to_device(rng.standard_normal(shape), device)
+    oh, ow = conv_output_size(shape[1], fh, stride), conv_output_size(shape[2], fw, stride)
+    windows = windows_channels_last(img, fh, fw, stride, oh, ow)
+    host = to_numpy(img)
+    np.testing.assert_array_equal(to_numpy(windows)[1 % shape[0], oh - 1, 0], host[1 % shape[0], (oh - 1) * stride:(oh - 1) * stride + fh, 0:fw])
+    cols = to_device(rng.standard_normal(windows.shape), device)
+    back = add_windows_channels_last(to_device(np.zeros(shape), device), cols, stride)
+    assert float((windows * cols).sum()) == pytest.approx(float((img * back).sum()), rel=1e-12)
