@@ -1,0 +1,150 @@
+"""The Trainer: exact epochs, reproducibility, divergence, checkpoints and resuming."""
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import to_numpy
+from xpnet.nets import MultiLayerNet, SimpleConvNet
+from xpnet.trainer import Trainer, TrainingDivergedError
+
+
+def blobs(rng, n=120, features=6, classes=3):
+    """Separable clusters: a problem any working trainer solves."""
+    centers = rng.standard_normal((classes, features)) * 3
+    t = rng.integers(0, classes, n)
+    x = (centers[t] + rng.standard_normal((n, features))).astype(np.float32)
+    return x, t
+
+
+def make_trainer(rng, epochs=3, **kwargs):
+    x, t = blobs(rng)
+    net = MultiLayerNet(6, [10], 3)
+    options = {"optimizer": "Adam", "optimizer_param": {"lr": 0.01}, "verbose": False, "seed": 1, **kwargs}
+    return Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=epochs, mini_batch_size=16, **options)
+
+
+def test_an_epoch_is_one_pass_without_replacement(rng):
+    trainer = make_trainer(rng)
+    batches = trainer._batches(epoch=1)
+    assert [len(b) for b in batches] == [16] * 5 + [10]
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(90))
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(trainer._batches(epoch=2)))
+
+
+def test_training_learns_and_records_what_the_book_records(device, rng):
+    xpnet.set_device(device)
+    trainer = make_trainer(rng, epochs=5).train()
+    assert len(trainer.train_loss_list) == 5 * 6
+    assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == len(trainer.epoch_times) == 5
+    assert all(isinstance(v, float) for v in trainer.train_loss_list)
+    assert trainer.train_loss_list[-1] < trainer.train_loss_list[0] / 2
+    assert trainer.test_acc_list[-1] >= 0.9
+
+
+def test_the_same_seed_on_the_same_device_gives_the_same_run(device, rng):
+    xpnet.set_device(device)
+    x, t = blobs(rng)
+    runs = []
+    for _ in range(2):
+        xpnet.seed(3)
+        net = MultiLayerNet(6, [10], 3)
+        runs.append(Trainer(net, x, t, x, t, epochs=2, mini_batch_size=16, optimizer="SGD", verbose=False).train())
+    assert runs[0].train_loss_list == runs[1].train_loss_list
+    for k in runs[0].network.params:
+        np.testing.assert_array_equal(to_numpy(runs[0].network.params[k]), to_numpy(runs[1].network.params[k]))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way to inf
+def test_a_diverging_loss_stops_with_the_step_and_keeps_the_checkpoint(device, rng, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "run.npz"
+    trainer = make_trainer(rng, epochs=3, checkpoint_path=path, log_every=1)
+    trainer.train()
+    good = path.read_bytes()
+    trainer.epochs = 4
+    trainer.optimizer.lr = 1e30  # blows the weights up within a step or two
+    with pytest.raises(TrainingDivergedError, match=r"the loss became (nan|inf) at step \d+ \(epoch 4\).*unchanged"):
+        trainer.train()
+    assert path.read_bytes() == good
+
+
+def test_checkpoint_and_resume_continue_where_training_stopped(device, rng, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "ckpt.npz"
+    xpnet.seed(0)
+    straight = make_trainer(np.random.default_rng(0), epochs=4).train()
+
+    xpnet.seed(0)
+    first = make_trainer(np.random.default_rng(0), epochs=2, checkpoint_path=path).train()
+    assert first.current_epoch == 2
+    xpnet.seed(99)  # the resumed run gets everything it needs from the checkpoint
+    resumed = make_trainer(np.random.default_rng(0), epochs=4, resume=path)
+    assert resumed.current_epoch == 2 and len(resumed.test_acc_list) == 2
+    resumed.train()
+    np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-5)
+    for k in straight.network.params:
+        np.testing.assert_allclose(to_numpy(resumed.network.params[k]), to_numpy(straight.network.params[k]), rtol=1e-5)
+
+
+def test_ctrl_c_writes_a_checkpoint_then_stops(rng, tmp_path):
+    path = tmp_path / "interrupted.npz"
+    trainer = make_trainer(rng, epochs=3, checkpoint_path=path)
+    calls = {"n": 0}
+    real_step = trainer.train_step
+
+    def interrupted_step(x, t):
+        calls["n"] += 1
+        if calls["n"] == 8:  # in the second epoch
+            raise KeyboardInterrupt
+        return real_step(x, t)
+
+    trainer.train_step = interrupted_step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    assert load_checkpoint(path).epoch == 1
+
+
+def test_labels_are_checked_once_before_training(rng):
+    x, t = blobs(rng)
+    with pytest.raises(ValueError, match="labels run from 3 to 5, but the network has 3 outputs"):
+        Trainer(MultiLayerNet(6, [4], 3), x, t + 3, x, t, verbose=False)
+    with pytest.raises(ValueError, match="training data: 120 examples but 119 labels"):
+        Trainer(MultiLayerNet(6, [4], 3), x, t[:-1], x, t, verbose=False)
+
+
+def test_the_progress_bar_shows_epoch_loss_and_speed(rng, capsys):
+    make_trainer(rng, epochs=1, verbose=True, log_every=2).train()
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "epoch 1/1" in text and "loss" in text and "ex/s" in text and "test acc" in text
+
+
+def test_quiet_training_prints_nothing(rng, capsys):
+    make_trainer(rng, epochs=1).train()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_gpu_training_follows_the_cpu_step_for_step(rng):
+    """The first steps from the same seed agree within float32 tolerance on both devices."""
+    if not xpnet.gpu_available():
+        pytest.skip(f"needs a usable GPU to compare with the CPU ({xpnet.gpu_unavailable_reason()})")
+    x = rng.random((64, 1, 12, 12), dtype=np.float32)
+    t = rng.integers(0, 10, 64)
+    losses, params = [], []
+    for device in ("cpu", "gpu"):
+        xpnet.set_device(device)
+        xpnet.seed(11)
+        net = SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 8, "filter_size": 3, "pad": 1, "stride": 1},
+                            hidden_size=20, weight_init_std="he")
+        trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=8, optimizer="Adam",
+                          optimizer_param={"lr": 0.001}, verbose=False, seed=5, log_every=1)
+        trainer.train()
+        losses.append(trainer.train_loss_list)
+        params.append({k: to_numpy(v) for k, v in net.params.items()})
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    for k in params[0]:
+        np.testing.assert_allclose(params[1][k], params[0][k], rtol=1e-3, atol=1e-5, err_msg=k)
