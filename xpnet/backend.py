@@ -43,6 +43,8 @@ __all__ = [
     "host_rng",
     "random_uniform",
     "is_cupy_array",
+    "gpu_devices",
+    "library_versions",
 ]
 
 DEFAULT_DTYPE = np.float32
@@ -100,6 +102,35 @@ def gpu_unavailable_reason() -> str | None:
     """Why the GPU cannot be used, or None when it can."""
     _load_cupy()
     return _cupy_reason
+
+
+def gpu_devices() -> list[dict]:
+    """One dict per CUDA device CuPy sees: index, name, memory in bytes, compute capability."""
+    cp = _load_cupy()
+    if cp is None:
+        return []
+    devices = []
+    for index in range(cp.cuda.runtime.getDeviceCount()):
+        props = cp.cuda.runtime.getDeviceProperties(index)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        devices.append({"index": index, "name": name, "memory_bytes": int(props["totalGlobalMem"]),
+                        "compute_capability": f"{props['major']}.{props['minor']}"})
+    return devices
+
+
+def library_versions() -> dict:
+    """Versions of NumPy and, where usable, CuPy and the CUDA runtime and driver."""
+    versions = {"numpy": np.__version__, "cupy": None, "cuda_runtime": None, "cuda_driver": None}
+    cp = _load_cupy()
+    if cp is not None:
+        versions["cupy"] = cp.__version__
+        versions["cuda_runtime"] = _cuda_version(cp.cuda.runtime.runtimeGetVersion())
+        versions["cuda_driver"] = _cuda_version(cp.cuda.runtime.driverGetVersion())
+    return versions
+
+
+def _cuda_version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"
 
 
 def _require_cupy():
