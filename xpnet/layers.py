@@ -22,7 +22,7 @@ Fixed relative to the book, each noted where it happens:
 
 from __future__ import annotations
 
-from . import backend
+from . import backend, kernels
 from .backend import DeviceError, get_array_module
 from .functions import log_softmax
 from .util import (
@@ -72,6 +72,18 @@ def _as_float_array(x):
     return x
 
 
+def _memory_order(x):
+    """A C-contiguous view of ``x`` and how to undo it: channels-last images (an (N, C, H, W) view of
+    (N, H, W, C) memory) come back as their (N, H, W, C) view, so elementwise work keeps the layout."""
+    if x.ndim == 4 and not x.flags.c_contiguous and channels_last(x).flags.c_contiguous:
+        return channels_last(x), (0, 3, 1, 2)
+    return x, None
+
+
+def _restore_order(x, back):
+    return x if back is None else x.transpose(back)
+
+
 def _check_positive_int(layer, name, value, minimum):
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise TypeError(f"{layer}: {name} must be an integer, got {value!r}")
@@ -105,14 +117,22 @@ class Relu:
 
     def __init__(self):
         self.mask = None
+        self._back = None
 
     def forward(self, x):
-        x = _as_float_array(x)
-        self.mask = x > 0
-        return get_array_module(x).maximum(x, 0)
+        x, self._back = _memory_order(_as_float_array(x))
+        if kernels.active(get_array_module(x)):
+            out, mask = kernels.relu_forward(x)
+        else:
+            mask = x > 0
+            out = get_array_module(x).maximum(x, 0)
+        self.mask = _restore_order(mask, self._back)
+        return _restore_order(out, self._back)
 
     def backward(self, dout):
-        return dout * self.mask
+        if self._back is None:
+            return dout * self.mask
+        return _restore_order(channels_last(dout) * channels_last(self.mask), self._back)
 
 
 class Sigmoid:
@@ -343,7 +363,9 @@ class Convolution:
     (fy, fx, c)-ordered columns (see ``xpnet.util.windows_channels_last``).
     The batch is unfolded in chunks of at most ``col_bytes`` (per device
     kind) so the column buffer stays small, and ``backward`` unfolds the
-    padded input again instead of keeping every layer's columns alive.
+    padded input again instead of keeping every layer's columns alive. On
+    the GPU, single kernels from :mod:`xpnet.kernels` do the unfolding (in the
+    book's (c, fy, fx) order) and the folding back.
     """
 
     col_bytes = {"cpu": 8 * 2**20, "gpu": 512 * 2**20}
@@ -356,7 +378,7 @@ class Convolution:
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
         self.pad = _check_positive_int("Convolution", "pad", pad, 0)
         self.x_shape = None
-        self.x_pad = None
+        self.x_nhwc = None  # the channels-last input, padded on the generic path
         self.dW = None
         self.db = None
 
@@ -381,15 +403,38 @@ class Convolution:
         out_h = _output_size("Convolution", "height", h, fh, self.stride, self.pad)
         out_w = _output_size("Convolution", "width", w, fw, self.stride, self.pad)
         self.x_shape = x.shape
-        self.x_pad = pad_channels_last(channels_last(x), self.pad)
+        if kernels.active(xp):
+            return self._forward_gpu(x, out_h, out_w)
         col_W = self._col_W()
+        self.x_nhwc = pad_channels_last(channels_last(x), self.pad)
         out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
         for part in self._chunks(n, out_h * out_w * fh * fw * c * x.itemsize):
-            col = windows_channels_last(self.x_pad[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
+            col = windows_channels_last(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
             rows = out[part].reshape(-1, fn)
             xp.matmul(col, col_W, out=rows)
             rows += self.b
         return out.transpose(0, 3, 1, 2)
+
+    def _forward_gpu(self, x, out_h, out_w):
+        """One im2col kernel (padding on the fly), one product, one bias add."""
+        xp = get_array_module(x)
+        fn, c, fh, fw = self.W.shape
+        self.x_nhwc = xp.ascontiguousarray(channels_last(x))  # unpadded here: the kernels pad on the fly
+        col = kernels.im2col(self.x_nhwc, fh, fw, self.stride, self.pad, out_h, out_w)
+        out = col @ self.W.reshape(fn, -1).T
+        out += self.b
+        return out.reshape(x.shape[0], out_h, out_w, fn).transpose(0, 3, 1, 2)
+
+    def _backward_gpu(self, dout, out_h, out_w):
+        """im2col again, two products (the weight gradient split over the batch), col2im as a gather kernel."""
+        fn, c, fh, fw = self.W.shape
+        n, _, h, w = self.x_shape
+        col = kernels.im2col(self.x_nhwc, fh, fw, self.stride, self.pad, out_h, out_w)
+        d = dout.reshape(-1, fn)
+        self.db = d.sum(axis=0)
+        self.dW = kernels.matmul_tn(d, col).reshape(fn, c, fh, fw)
+        dx = kernels.col2im(d @ self.W.reshape(fn, -1), (n, h, w, c), fh, fw, self.stride, self.pad, out_h, out_w)
+        return dx.transpose(0, 3, 1, 2)
 
     def _gathers_input_gradient(self):
         """Whether dx is better computed as a convolution of dout with the flipped filters.
@@ -411,6 +456,8 @@ class Convolution:
         out_h, out_w = dout.shape[1:3]
         if not dout.flags.c_contiguous:
             dout = xp.ascontiguousarray(dout)
+        if kernels.active(xp):
+            return self._backward_gpu(dout, out_h, out_w)
         self.db = dout.reshape(-1, fn).sum(axis=0)
         dW = xp.zeros((fn, fh * fw * c), dtype=self.W.dtype)
         gather = self._gathers_input_gradient()
@@ -420,9 +467,9 @@ class Convolution:
             dx = xp.empty((n, h, w, c), dtype=self.W.dtype)
         else:
             col_W = self._col_W()
-            dx = xp.zeros_like(self.x_pad)
+            dx = xp.zeros_like(self.x_nhwc)
         for part in self._chunks(n, out_h * out_w * fh * fw * max(c, fn) * dout.itemsize):
-            col = windows_channels_last(self.x_pad[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
+            col = windows_channels_last(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
             d = dout[part].reshape(-1, fn)
             dW += d.T @ col
             if gather:
@@ -478,6 +525,11 @@ class Pooling:
         out_h = _output_size("Pooling", "height", h, self.pool_h, self.stride, self.pad)
         out_w = _output_size("Pooling", "width", w, self.pool_w, self.stride, self.pad)
         self.x_shape = x.shape
+        if kernels.active(xp):
+            img = xp.ascontiguousarray(channels_last(x))
+            out, self.arg_max = kernels.pool_forward(img, self.pool_h, self.pool_w, self.stride, self.pad,
+                                                     out_h, out_w, self.mode == "avg")
+            return out.transpose(0, 3, 1, 2)
         fill = -xp.inf if self.mode == "max" else 0.0
         img = pad_channels_last(channels_last(x), self.pad, fill=fill)
         windows = windows_channels_last(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
@@ -493,6 +545,10 @@ class Pooling:
         xp = get_array_module(dout)
         n, c, h, w = self.x_shape
         p, ph, pw = self.pad, self.pool_h, self.pool_w
+        if kernels.active(xp):
+            dx = kernels.pool_backward(channels_last(dout), self.arg_max, (n, h, w, c), ph, pw, self.stride, p,
+                                       self.mode == "avg")
+            return dx.transpose(0, 3, 1, 2)
         dout = channels_last(dout)[:, :, :, None, :]
         if self.mode == "max":
             window_index = xp.arange(ph * pw).reshape(1, 1, 1, -1, 1)

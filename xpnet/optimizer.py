@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 
-from . import backend
+from . import backend, kernels
 from .backend import DeviceError, get_array_module
 
 __all__ = [
@@ -194,6 +194,8 @@ class SGD(Optimizer):
         super().__init__(lr=lr)
 
     def _step(self, xp, key, param, grad):
+        if kernels.active(xp):
+            return kernels.update("sgd", grad, float(self.lr), param)
         param -= float(self.lr) * grad
 
 
@@ -208,6 +210,8 @@ class Momentum(Optimizer):
 
     def _step(self, xp, key, param, grad):
         v = self._state("v", key, param)
+        if kernels.active(xp):
+            return kernels.update("momentum", grad, float(self.lr), float(self.momentum), param, v)
         v *= float(self.momentum)
         v -= float(self.lr) * grad
         param += v
@@ -238,6 +242,8 @@ class Nesterov(Optimizer):
     def _step(self, xp, key, param, grad):
         lr, mu = float(self.lr), float(self.momentum)
         v = self._state("v", key, param)
+        if kernels.active(xp):
+            return kernels.update("nesterov", grad, lr, mu, param, v)
         v *= mu
         v -= lr * grad
         param += mu * mu * v
@@ -254,6 +260,8 @@ class AdaGrad(Optimizer):
 
     def _step(self, xp, key, param, grad):
         h = self._state("h", key, param)
+        if kernels.active(xp):
+            return kernels.update("adagrad", grad, float(self.lr), EPS, param, h)
         h += grad * grad
         param -= float(self.lr) * grad / (xp.sqrt(h) + EPS)
 
@@ -270,6 +278,8 @@ class RMSprop(Optimizer):
     def _step(self, xp, key, param, grad):
         rho = float(self.decay_rate)
         h = self._state("h", key, param)
+        if kernels.active(xp):
+            return kernels.update("rmsprop", grad, float(self.lr), rho, EPS, param, h)
         h *= rho
         h += (1.0 - rho) * grad * grad
         param -= float(self.lr) * grad / (xp.sqrt(h) + EPS)
@@ -298,6 +308,10 @@ class Adam(Optimizer):
         super().__init__(lr=lr, beta1=beta1, beta2=beta2)
         self.lr_t = None
 
+    def _decay(self):
+        """The factor the weights are multiplied by before the step: 1, or AdamW's 1 - lr * weight_decay."""
+        return 1.0
+
     def _begin(self):
         t, b1, b2 = self.iter, float(self.beta1), float(self.beta2)
         self.lr_t = float(self.lr) * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
@@ -305,6 +319,8 @@ class Adam(Optimizer):
     def _step(self, xp, key, param, grad):
         b1, b2 = float(self.beta1), float(self.beta2)
         m, v = self._state("m", key, param), self._state("v", key, param)
+        if kernels.active(xp):
+            return kernels.update("adam", grad, self.lr_t, b1, b2, EPS, self._decay(), param, m, v)
         m += (1.0 - b1) * (grad - m)
         v += (1.0 - b2) * (grad * grad - v)
         param -= self.lr_t * m / (xp.sqrt(v) + EPS)
@@ -331,8 +347,12 @@ class AdamW(Adam):
         Optimizer.__init__(self, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay)
         self.lr_t = None
 
+    def _decay(self):
+        return 1.0 - float(self.lr) * float(self.weight_decay)
+
     def _step(self, xp, key, param, grad):
-        param *= 1.0 - float(self.lr) * float(self.weight_decay)
+        if not kernels.active(xp):  # the fused kernel decays and steps in one launch
+            param *= self._decay()
         super()._step(xp, key, param, grad)
 
 

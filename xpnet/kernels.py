@@ -1,0 +1,262 @@
+"""CuPy fast paths: single kernels where the generic ``xp`` code launches many.
+
+At the book's sizes a GPU training step costs what it launches, not what
+it computes. These kernels replace the generic code's chains of small
+launches with one each: im2col reading the unpadded input, col2im as a
+gather (one thread per input pixel, deterministic, no atomics), max and
+average pooling forward and backward, ReLU with its mask, and the
+optimizers' per-parameter updates.
+
+They are compiled by NVRTC on first use and cached by CuPy; nothing
+here runs at import. CuPy comes from :mod:`xpnet.backend`, the only module
+that imports it. The generic path stays the reference: the GPU tests run
+both on the same inputs, and ``with kernels.disabled():`` turns the fast
+paths off.
+
+Images are channels-last, (N, H, W, C), as in :mod:`xpnet.util`; columns
+are (N*OH*OW, C*FH*FW) in the book's (c, fy, fx) order, so that the
+filters ``W.reshape(FN, -1)`` multiply them without a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from . import backend
+
+__all__ = ["enabled", "disabled", "active", "im2col", "col2im", "matmul_tn", "pool_forward", "pool_backward",
+           "relu_forward", "update"]
+
+_state = threading.local()
+_cache: dict = {}
+
+
+def enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run the generic ``xp`` code on the GPU too (for tests and comparisons)."""
+    previous = enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+def active(xp) -> bool:
+    """True when ``xp`` is CuPy and the fast paths are on."""
+    return xp.__name__ == "cupy" and enabled()
+
+
+def _kernel(name, in_params, out_params, body, **options):
+    kernel = _cache.get(name)
+    if kernel is None:
+        cp = backend.xp_of_device("gpu")
+        kernel = _cache[name] = cp.ElementwiseKernel(in_params, out_params, body, "xpnet_" + name, **options)
+    return kernel
+
+
+def _indexed_kernel(name, in_params, out_params, body, size):
+    """An index-decoding kernel in 32-bit arithmetic when every index fits (64-bit division is slow on GPUs)."""
+    wide = size >= 2**31
+    typedef = "typedef long long idx_t;" if wide else "typedef int idx_t;"
+    return _kernel(f"{name}_{64 if wide else 32}", in_params, out_params, body, preamble=typedef)
+
+
+# --- im2col and col2im ------------------------------------------------------------------
+
+_IM2COL = """
+    idx_t r = i;
+    const int fx = r % FW; r /= FW;
+    const int fy = r % FH; r /= FH;
+    const int c = r % C; r /= C;
+    const int ox = r % OW; r /= OW;
+    const int oy = r % OH;
+    const idx_t n = r / OH;
+    const int y = oy * S - P + fy;
+    const int x = ox * S - P + fx;
+    col = (y >= 0 && y < H && x >= 0 && x < W) ? img[((n * H + y) * W + x) * C + c] : (T)0;
+"""
+
+_COL2IM = """
+    idx_t r = i;
+    const int c = r % C; r /= C;
+    const int x = r % W; r /= W;
+    const int y = r % H;
+    const idx_t n = r / H;
+    T sum = 0;
+    for (int fy = 0; fy < FH; ++fy) {
+        const int ty = y + P - fy;
+        if (ty < 0 || ty % S != 0) continue;
+        const int oy = ty / S;
+        if (oy >= OH) continue;
+        for (int fx = 0; fx < FW; ++fx) {
+            const int tx = x + P - fx;
+            if (tx < 0 || tx % S != 0) continue;
+            const int ox = tx / S;
+            if (ox >= OW) continue;
+            sum += col[((n * OH + oy) * OW + ox) * (C * FH * FW) + (c * FH + fy) * FW + fx];
+        }
+    }
+    img = sum;
+"""
+
+_SIZES = "int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 FH, int32 FW, int32 S, int32 P"
+
+
+def im2col(img, filter_h, filter_w, stride, pad, out_h, out_w):
+    """Columns (N*OH*OW, C*FH*FW) of a C-contiguous channels-last ``img`` (N, H, W, C), zero-padded on the fly."""
+    cp = backend.xp_of_device("gpu")
+    n, h, w, c = img.shape
+    col = cp.empty((n * out_h * out_w, c * filter_h * filter_w), dtype=img.dtype)
+    kernel = _indexed_kernel("im2col", "raw T img, " + _SIZES, "T col", _IM2COL, max(col.size, img.size))
+    return kernel(img, h, w, c, out_h, out_w, filter_h, filter_w, stride, pad, col)
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride, pad, out_h, out_w):
+    """The adjoint of :func:`im2col`: an image (N, H, W, C), each pixel the sum of its column entries."""
+    cp = backend.xp_of_device("gpu")
+    n, h, w, c = input_shape
+    img = cp.empty((n, h, w, c), dtype=col.dtype)
+    kernel = _indexed_kernel("col2im", "raw T col, " + _SIZES, "T img", _COL2IM, max(col.size, img.size))
+    return kernel(cp.ascontiguousarray(col), h, w, c, out_h, out_w, filter_h, filter_w, stride, pad, img)
+
+
+def matmul_tn(a, b, rows_per_split=4096):
+    """``a.T @ b`` for tall ``a`` (K, M) and ``b`` (K, N) with K much larger than M and N.
+
+    cuBLAS runs such a product (a convolution's weight gradient, K = N*OH*OW)
+    on a handful of thread blocks; splitting K into a batch of products and
+    summing the partial results keeps the whole GPU busy.
+    """
+    cp = backend.xp_of_device("gpu")
+    k = a.shape[0]
+    splits = k // rows_per_split
+    if splits < 2:
+        return a.T @ b
+    main = splits * rows_per_split
+    parts = cp.matmul(a[:main].reshape(splits, rows_per_split, -1).transpose(0, 2, 1),
+                      b[:main].reshape(splits, rows_per_split, -1))
+    result = parts.sum(axis=0)
+    if main < k:
+        result += a[main:].T @ b[main:]
+    return result
+
+
+# --- pooling --------------------------------------------------------------------------------
+
+_POOL_FORWARD = """
+    idx_t r = i;
+    const int c = r % C; r /= C;
+    const int ox = r % OW; r /= OW;
+    const int oy = r % OH;
+    const idx_t n = r / OH;
+    // pad < window, so every window holds a real pixel; padding is skipped
+    // (never the max; zero in the average, which divides by the full window).
+    bool found = false;
+    T best = 0, total = 0;
+    int best_k = 0;
+    for (int fy = 0; fy < FH; ++fy) {
+        const int y = oy * S - P + fy;
+        if (y < 0 || y >= H) continue;
+        for (int fx = 0; fx < FW; ++fx) {
+            const int x = ox * S - P + fx;
+            if (x < 0 || x >= W) continue;
+            const T v = img[((n * H + y) * W + x) * C + c];
+            total += v;
+            if (!found || v > best) {
+                best = v;
+                best_k = fy * FW + fx;
+                found = true;
+            }
+        }
+    }
+    out = AVG ? total / (T)(FH * FW) : best;
+    arg = best_k;
+"""
+
+_POOL_BACKWARD = """
+    idx_t r = i;
+    const int c = r % C; r /= C;
+    const int x = r % W; r /= W;
+    const int y = r % H;
+    const idx_t n = r / H;
+    T sum = 0;
+    for (int fy = 0; fy < FH; ++fy) {
+        const int ty = y + P - fy;
+        if (ty < 0 || ty % S != 0) continue;
+        const int oy = ty / S;
+        if (oy >= OH) continue;
+        for (int fx = 0; fx < FW; ++fx) {
+            const int tx = x + P - fx;
+            if (tx < 0 || tx % S != 0) continue;
+            const int ox = tx / S;
+            if (ox >= OW) continue;
+            const idx_t o = ((n * OH + oy) * OW + ox) * C + c;
+            if (AVG) {
+                sum += dout[o] / (T)(FH * FW);
+            } else if (arg[o] == fy * FW + fx) {
+                sum += dout[o];
+            }
+        }
+    }
+    dx = sum;
+"""
+
+
+def pool_forward(img, pool_h, pool_w, stride, pad, out_h, out_w, average):
+    """Pooled (N, OH, OW, C) and the argmax index inside each window (int32; zeros for average pooling)."""
+    cp = backend.xp_of_device("gpu")
+    n, h, w, c = img.shape
+    out = cp.empty((n, out_h, out_w, c), dtype=img.dtype)
+    arg = cp.empty((n, out_h, out_w, c), dtype=cp.int32)
+    kernel = _indexed_kernel("pool_forward", "raw T img, " + _SIZES + ", bool AVG", "T out, int32 arg", _POOL_FORWARD,
+                             img.size)
+    kernel(img, h, w, c, out_h, out_w, pool_h, pool_w, stride, pad, average, out, arg)
+    return out, arg
+
+
+def pool_backward(dout, arg, input_shape, pool_h, pool_w, stride, pad, average):
+    """Gradient (N, H, W, C) of the pooled input from ``dout`` (N, OH, OW, C): a gather, no atomics."""
+    cp = backend.xp_of_device("gpu")
+    n, h, w, c = input_shape
+    out_h, out_w = dout.shape[1:3]
+    dx = cp.empty((n, h, w, c), dtype=dout.dtype)
+    kernel = _indexed_kernel("pool_backward", "raw T dout, raw int32 arg, " + _SIZES + ", bool AVG", "T dx",
+                             _POOL_BACKWARD, dx.size)
+    return kernel(cp.ascontiguousarray(dout), arg, h, w, c, out_h, out_w, pool_h, pool_w, stride, pad, average, dx)
+
+
+# --- activations ------------------------------------------------------------------------------
+
+
+def relu_forward(x):
+    """``(max(x, 0), x > 0)`` in one launch."""
+    kernel = _kernel("relu", "T x", "T y, bool mask", "mask = x > (T)0; y = mask ? x : (T)0;")
+    return kernel(x)
+
+
+# --- optimizers: one launch per parameter ----------------------------------------------------
+
+_UPDATES = {
+    "sgd": ("T grad, T lr", "T param", "param -= lr * grad;"),
+    "momentum": ("T grad, T lr, T mu", "T param, T v", "v = mu * v - lr * grad; param += v;"),
+    "nesterov": ("T grad, T lr, T mu", "T param, T v",
+                 "v = mu * v - lr * grad; param += mu * mu * v - (1 + mu) * lr * grad;"),
+    "adagrad": ("T grad, T lr, T eps", "T param, T h", "h += grad * grad; param -= lr * grad / (sqrt(h) + eps);"),
+    "rmsprop": ("T grad, T lr, T rho, T eps", "T param, T h",
+                "h = rho * h + (1 - rho) * grad * grad; param -= lr * grad / (sqrt(h) + eps);"),
+    "adam": ("T grad, T lr_t, T b1, T b2, T eps, T decay", "T param, T m, T v",
+             "m += (1 - b1) * (grad - m); v += (1 - b2) * (grad * grad - v);"
+             " param = param * decay - lr_t * m / (sqrt(v) + eps);"),
+}
+
+
+def update(name, *args):
+    """Apply optimizer ``name``'s update in place: ``args`` are its inputs, then the arrays it updates."""
+    in_params, out_params, body = _UPDATES[name]
+    return _kernel("update_" + name, in_params, out_params, body)(*args)
