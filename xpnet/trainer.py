@@ -198,6 +198,10 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         self.network.load_state(checkpoint.params, where=str(path))
         if checkpoint.optimizer_state:
+            mine = type(self.optimizer).__name__
+            if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
+                raise ValueError(f"{path}: the checkpoint holds the state of {checkpoint.optimizer_name}, "
+                                 f"but this run uses {mine}; resume with the same optimizer")
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
         self.current_epoch = int(checkpoint.epoch)
         self.current_iter = self.current_epoch * self.iter_per_epoch
