@@ -30,6 +30,7 @@ from .util import (
     channels_last,
     conv_output_size,
     pad_channels_last,
+    window_offsets,
     windows_channels_last,
 )
 
@@ -498,8 +499,9 @@ class Pooling:
     pooling pads with -inf rather than zero. Average pooling pads with zero
     and divides by the full window size (PyTorch's ``count_include_pad``).
     Ties inside a window send the gradient to the first maximum. Like
-    Convolution, it works on channels-last memory behind (N, C, H, W) views,
-    and its backward builds the window gradients without a scatter.
+    Convolution, it works on channels-last memory behind (N, C, H, W) views;
+    forward and backward loop over the window offsets (4 for 2x2), each step
+    a strided elementwise operation on the whole batch.
     """
 
     def __init__(self, pool_h, pool_w, stride=1, pad=0, mode="max"):
@@ -532,13 +534,22 @@ class Pooling:
             return out.transpose(0, 3, 1, 2)
         fill = -xp.inf if self.mode == "max" else 0.0
         img = pad_channels_last(channels_last(x), self.pad, fill=fill)
-        windows = windows_channels_last(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
+        pixels = window_offsets(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
+        out = next(pixels).copy()
         if self.mode == "max":
-            cols = windows.reshape(n, out_h, out_w, self.pool_h * self.pool_w, c)
-            self.arg_max = cols.argmax(axis=3)
-            out = xp.take_along_axis(cols, self.arg_max[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+            # A running maximum over the window offsets: strict '>' keeps the first maximum, as argmax does.
+            self.arg_max = xp.zeros(out.shape, dtype=xp.uint8 if self.pool_h * self.pool_w < 256 else xp.int32)
+            index = self.arg_max.dtype.type
+            for k, candidate in enumerate(pixels, start=1):
+                better = candidate > out
+                xp.maximum(out, candidate, out=out)
+                # arg_max = k where better, else unchanged; arithmetic is many times faster than where().
+                self.arg_max *= ~better
+                self.arg_max += better * index(k)
         else:
-            out = windows.mean(axis=(3, 4))
+            for candidate in pixels:
+                out += candidate
+            out *= 1.0 / (self.pool_h * self.pool_w)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
@@ -549,12 +560,11 @@ class Pooling:
             dx = kernels.pool_backward(channels_last(dout), self.arg_max, (n, h, w, c), ph, pw, self.stride, p,
                                        self.mode == "avg")
             return dx.transpose(0, 3, 1, 2)
-        dout = channels_last(dout)[:, :, :, None, :]
-        if self.mode == "max":
-            window_index = xp.arange(ph * pw).reshape(1, 1, 1, -1, 1)
-            dcols = (self.arg_max[:, :, :, None, :] == window_index) * dout
-        else:
-            dcols = xp.broadcast_to(dout * (1.0 / (ph * pw)), dout.shape[:3] + (ph * pw, c))
+        dout = channels_last(dout)
+        out_h, out_w = dout.shape[1:3]
+        if self.mode == "avg":
+            dout = dout * (1.0 / (ph * pw))
         dx = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dout.dtype)
-        add_windows_channels_last(dx, dcols.reshape(dcols.shape[:3] + (ph, pw, c)), self.stride)
+        for k, pixels in enumerate(window_offsets(dx, ph, pw, self.stride, out_h, out_w)):
+            pixels += dout * (self.arg_max == k) if self.mode == "max" else dout
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .backend import get_array_module
 
-__all__ = ["conv_output_size", "im2col", "col2im"]
+__all__ = ["conv_output_size", "im2col", "col2im"]  # the book's; the channels-last helpers below are internal
 
 
 def _check_int(name, value, minimum):
@@ -168,6 +168,14 @@ def windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w):
     )
 
 
+def window_offsets(img, filter_h, filter_w, stride, out_h, out_w):
+    """For each filter offset (fy, fx), in row-major order, the (N, OH, OW, C) view of the pixels of
+    channels-last ``img`` (N, Hp, Wp, C) that sit at that offset in their window. Writable views."""
+    for y in range(filter_h):
+        for x in range(filter_w):
+            yield img[:, y:y + stride * out_h:stride, x:x + stride * out_w:stride, :]
+
+
 def add_windows_channels_last(img, cols, stride):
     """``img`` (N, Hp, Wp, C) += each window's values from ``cols`` (N, OH, OW, FH, FW, C), in place.
 
@@ -175,8 +183,6 @@ def add_windows_channels_last(img, cols, stride):
     offset, each touching distinct pixels, so it is exact on every device.
     """
     n, out_h, out_w, filter_h, filter_w, c = cols.shape
-    for y in range(filter_h):
-        y_max = y + stride * out_h
-        for x in range(filter_w):
-            img[:, y:y_max:stride, x:x + stride * out_w:stride, :] += cols[:, :, :, y, x, :]
+    for k, pixels in enumerate(window_offsets(img, filter_h, filter_w, stride, out_h, out_w)):
+        pixels += cols[:, :, :, k // filter_w, k % filter_w, :]
     return img
