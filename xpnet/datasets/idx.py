@@ -1,0 +1,76 @@
+"""The IDX format of MNIST and Fashion-MNIST: read and write, gzipped or not.
+
+An IDX file is two zero bytes, a type code, the number of dimensions, one
+big-endian 32-bit size per dimension, then the values, big-endian, in C
+order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+
+import numpy as np
+
+from .errors import DatasetError
+
+__all__ = ["read_idx", "write_idx"]
+
+_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_CODES = {np.dtype(v).newbyteorder("=").str.lstrip("<>|="): k for k, v in _TYPES.items()}
+
+
+def _raw_bytes(source):
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        with open(name, "rb") as f:
+            raw = f.read()
+    else:
+        name = getattr(source, "name", "<stream>")
+        raw = source.read()
+    if raw[:2] == b"\x1f\x8b":  # gzip's magic bytes, whatever the file is called
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DatasetError(f"{name}: the gzip stream is damaged or truncated ({exc})") from None
+    return name, raw
+
+
+def read_idx(source):
+    """Read an IDX file (a path or a binary file object; gzip is detected) into a NumPy array.
+
+    Returns an array in native byte order of the stored type (uint8 for
+    MNIST images (N, 28, 28) and labels (N,)). A bad header or a size that
+    disagrees with the header raises :class:`DatasetError` naming the file and
+    the numbers.
+    """
+    name, raw = _raw_bytes(source)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
+        raise DatasetError(f"{name}: not an IDX file (the header is {raw[:4]!r}, expected 0x00 0x00, a type code, "
+                           f"and the number of dimensions)")
+    dtype, ndim = np.dtype(_TYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{name}: truncated header ({len(raw)} bytes, {header} needed for {ndim} dimensions)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DatasetError(f"{name}: {len(raw) - header} bytes of data, but the header's shape {shape} of "
+                           f"{dtype.name} needs {expected}; the file is truncated or corrupt")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path, array):
+    """Write ``array`` as an IDX file (gzipped if ``path`` ends with .gz); the inverse of :func:`read_idx`."""
+    array = np.asarray(array)
+    key = array.dtype.newbyteorder("=").str.lstrip("<>|=")
+    if key not in _CODES:
+        raise ValueError(f"IDX stores uint8, int8, int16, int32, float32 or float64, not {array.dtype}")
+    code = _CODES[key]
+    body = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
+    body += array.astype(_TYPES[code]).tobytes()
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(body)

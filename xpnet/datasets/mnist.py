@@ -1,0 +1,201 @@
+"""MNIST and Fashion-MNIST: downloaded once from working mirrors, checked, cached, loaded as the book does.
+
+Files are cached under ``$XPNET_DATA`` or ``~/.cache/xpnet``, one folder per
+data set, with atomic writes (a partial download never takes a file's
+place). The parsed arrays are kept beside them as ``.npz`` (never pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .idx import read_idx
+
+__all__ = ["load_mnist", "load_fashion_mnist", "load_mnist_test_split", "data_home", "DATASETS"]
+
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+# yann.lecun.com refuses downloads (HTTP 403); these mirrors serve the same bytes.
+DATASETS = {
+    "mnist": {
+        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+    },
+    "fashion-mnist": {
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "sha256": {
+            "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+            "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+            "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+            "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+        },
+    },
+}
+
+
+def data_home() -> Path:
+    """``$XPNET_DATA``, else ``~/.cache/xpnet``."""
+    return Path(os.environ.get("XPNET_DATA") or Path.home() / ".cache" / "xpnet")
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url, dest):
+    """Download ``url`` to ``dest`` atomically, with a progress bar. Tests replace this function."""
+    from tqdm import tqdm
+
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _ensure_file(name, folder, spec):
+    """The path of a verified copy of ``name``: from the cache, else downloaded (again if corrupt)."""
+    path = folder / name
+    expected = spec["sha256"][name]
+    if path.exists():
+        if _sha256(path) == expected:
+            return path
+        warnings.warn(f"{path} is corrupt or truncated (SHA-256 mismatch); fetching it again", stacklevel=3)
+        path.unlink()
+    errors = []
+    for mirror in spec["mirrors"]:
+        try:
+            _fetch(mirror + name, path)
+        except Exception as exc:  # offline, HTTP error, ...
+            errors.append(f"{mirror + name}: {exc}")
+            continue
+        if _sha256(path) == expected:
+            return path
+        errors.append(f"{mirror + name}: the download's SHA-256 does not match {expected}")
+        path.unlink()
+    raise DatasetError(f"could not fetch {name}: " + "; ".join(errors))
+
+
+def _load_arrays(dataset):
+    """The four arrays of a data set (uint8), through the .npz cache."""
+    spec = DATASETS[dataset]
+    folder = data_home() / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = folder / f"{dataset}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as f:
+                return {k: f[k] for k in ("x_train", "t_train", "x_test", "t_test")}
+        except Exception:
+            warnings.warn(f"{cache} is unreadable; parsing the IDX files again", stacklevel=3)
+    paths, missing = {}, []
+    for name in FILES:
+        try:
+            paths[name] = _ensure_file(name, folder, spec)
+        except DatasetError as exc:
+            missing.append((name, exc))
+    if missing:
+        urls = ", ".join(spec["mirrors"])
+        raise DatasetError(
+            f"{dataset}: missing {', '.join(n for n, _ in missing)}. Put the files by hand in {folder} "
+            f"(from {urls}), or connect to the internet and call again. Details: "
+            + "; ".join(str(e) for _, e in missing)
+        )
+    arrays = {"x_train": read_idx(paths[FILES[0]]), "t_train": read_idx(paths[FILES[1]]),
+              "x_test": read_idx(paths[FILES[2]]), "t_test": read_idx(paths[FILES[3]])}
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.part")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, cache)
+    return arrays
+
+
+def _prepare(x, t, normalize, flatten, one_hot_label):
+    """The book's conversions: (N, 784) or (N, 1, 28, 28); float32 in [0, 1] or uint8; one-hot float32."""
+    x = x.reshape(x.shape[0], -1) if flatten else x.reshape(x.shape[0], 1, *x.shape[1:])
+    if normalize:
+        x = x.astype(np.float32) / 255.0
+    if one_hot_label:
+        t = np.eye(10, dtype=np.float32)[t]
+    return x, t
+
+
+def _load(dataset, normalize, flatten, one_hot_label):
+    a = _load_arrays(dataset)
+    return (_prepare(a["x_train"], a["t_train"], normalize, flatten, one_hot_label),
+            _prepare(a["x_test"], a["t_test"], normalize, flatten, one_hot_label))
+
+
+def load_mnist(normalize=True, flatten=True, one_hot_label=False):
+    """MNIST as ``(x_train, t_train), (x_test, t_test)``: 60,000 and 10,000 handwritten digits.
+
+    The book's signature and shapes: images (N, 784) with ``flatten``, else
+    (N, 1, 28, 28); float32 in [0, 1] with ``normalize``, else uint8;
+    labels uint8 class indices, or float32 one-hot rows (N, 10).
+
+    Unlike the book: the files come from mirrors that work today (not
+    yann.lecun.com), their SHA-256 is checked (a corrupt or truncated file
+    is reported and fetched again), writes are atomic, and the parsed
+    arrays are cached as ``.npz``, never pickled. Offline, the error says
+    which files are missing, where to put them and where to get them.
+    """
+    return _load("mnist", normalize, flatten, one_hot_label)
+
+
+def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False):
+    """Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), the same shapes and options as :func:`load_mnist`."""
+    return _load("fashion-mnist", normalize, flatten, one_hot_label)
+
+
+def load_mnist_test_split(path=None, train_size=8000, normalize=True, flatten=True, one_hot_label=False):
+    """The 10,000 real MNIST *test* images, split into the first ``train_size`` and the rest.
+
+    A small real data set that needs no download when the two t10k files are
+    at hand: ``path`` is a folder holding t10k-images-idx3-ubyte.gz and
+    t10k-labels-idx1-ubyte.gz (default: the MNIST cache folder). Their
+    SHA-256 is checked. Same conversions as :func:`load_mnist`.
+    """
+    folder = Path(path) if path is not None else data_home() / "mnist"
+    spec = DATASETS["mnist"]["sha256"]
+    arrays = []
+    for name in FILES[2:]:
+        file = folder / name
+        if not file.exists():
+            raise DatasetError(f"{file} is missing: put the MNIST test files (t10k-images-idx3-ubyte.gz, "
+                               f"t10k-labels-idx1-ubyte.gz) in {folder}, or pass their folder")
+        if _sha256(file) != spec[name]:
+            raise DatasetError(f"{file}: SHA-256 mismatch, the file is corrupt or not the published one")
+        arrays.append(read_idx(file))
+    x, t = arrays
+    if not 0 < train_size < len(x):
+        raise ValueError(f"train_size must be between 1 and {len(x) - 1}, got {train_size}")
+    return (_prepare(x[:train_size], t[:train_size], normalize, flatten, one_hot_label),
+            _prepare(x[train_size:], t[train_size:], normalize, flatten, one_hot_label))
