@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "mnist-t10k")
+DEFAULT_EPOCHS = {"digits": 40, "mnist": 10, "fashion-mnist": 10, "mnist-t10k": 20}
 MODELS = ("simple_convnet", "deep_convnet", "mlp")
 
 
