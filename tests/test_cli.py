@@ -1,0 +1,92 @@
+"""The command line: training runs, checkpoints, plots, info, and one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xpnet.cli import main
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True)
+
+
+def test_the_default_training_run_reaches_97_percent_on_the_embedded_digits(capsys):
+    assert main(["train", "--quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    accuracy = float(line.split()[2])
+    assert accuracy >= 0.97, line
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason=f"no MNIST test files in {SHARED_MNIST}")
+def test_training_on_8000_real_mnist_images_reaches_96_percent_on_the_other_2000(capsys):
+    assert main(["train", "--dataset", "mnist-t10k", "--data-dir", str(SHARED_MNIST), "--epochs", "4", "--quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert float(line.split()[2]) >= 0.96, line
+
+
+def test_save_resume_and_plot(tmp_path, capsys):
+    ckpt, png = tmp_path / "run.npz", tmp_path / "curves.png"
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--save", str(ckpt), "--quiet"]) == 0
+    assert ckpt.exists()
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    assert main(["train", "--model", "mlp", "--epochs", "3", "--resume", str(ckpt), "--plot", str(png), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "after 3 epochs" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resuming_with_another_model_names_the_mismatch(tmp_path):
+    ckpt = tmp_path / "mlp.npz"
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--save", str(ckpt), "--quiet"]) == 0
+    result = run_cli("train", "--model", "simple_convnet", "--resume", str(ckpt), "--quiet")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "W1" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
+    (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+    (["train", "--lr", "-1"], "--lr: must be positive"),
+    (["train", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["train", "--resume", "/nonexistent/ckpt.npz", "--quiet"], "/nonexistent/ckpt.npz"),
+    (["bench", "compare"], "invalid choice"),
+])
+def test_mistakes_get_one_line_and_a_nonzero_exit(args, message):
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_asking_for_a_gpu_without_one_is_one_clear_line():
+    import xpnet
+
+    if xpnet.gpu_available():
+        pytest.skip("a GPU is usable here")
+    result = run_cli("train", "--device", "gpu", "--epochs", "1")
+    assert result.returncode == 1
+    assert "the GPU was asked for but cannot be used" in result.stderr and "XPNET_DEVICE=cpu" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_info_names_versions_and_devices():
+    result = run_cli("info")
+    assert result.returncode == 0
+    for word in ("xpnet", "numpy", "cupy", "devices", "cpu"):
+        assert word in result.stdout
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; from xpnet.cli import main; "
+            f"sys.exit(main(['train', '--epochs', '1', '--plot', r'{tmp_path / 'x.png'}']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "pip install 'xpnet[plot]'" in result.stderr
