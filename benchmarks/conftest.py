@@ -259,24 +259,47 @@ def _rounds(config, setup, target):
     return max(min_rounds, min(MAX_ROUNDS, math.ceil(budget / max(per_round, 1e-9))))
 
 
-def peak_memory(bk: Backend, setup, target) -> dict:
-    """Peak memory of one extra, untimed call of ``target``, beyond what was in use when it started.
+def _cupy_peak_bytes(cp, call) -> int:
+    """The most bytes of CuPy's memory pool that ``call()`` had in use at once, beyond those in use before it.
 
-    GPU (CuPy): cached blocks are released first, so the pool's footprint
-    after the call is its high-water mark. GPU (torch): the caching
-    allocator's peak counter. CPU (NumPy): tracemalloc sees NumPy's
+    A memory hook follows every block handed out and given back, so this is
+    exact for everything allocated through the pool (not for cuBLAS's own
+    workspace); blocks are counted at their rounded size.
+    """
+
+    class PeakHook(cp.cuda.MemoryHook):
+        name = "xpnet_benchmark_peak"
+
+        def __init__(self):
+            self.current = self.peak = 0
+
+        def malloc_postprocess(self, **kwargs):
+            self.current += kwargs["mem_size"]
+            self.peak = max(self.peak, self.current)
+
+        def free_postprocess(self, **kwargs):
+            self.current -= kwargs["mem_size"]  # below zero when blocks from before the call are freed
+
+    cp.cuda.Device().synchronize()
+    hook = PeakHook()
+    with hook:
+        call()
+        cp.cuda.Device().synchronize()
+    return int(hook.peak)
+
+
+def peak_memory(bk: Backend, setup, target) -> dict:
+    """Peak memory of one extra, untimed call of ``target`` (after its ``setup``), beyond what was in use
+    when it started.
+
+    GPU (CuPy): a memory hook on CuPy's pool. GPU (torch): the caching
+    allocator's peak counter. CPU (NumPy): tracemalloc, which sees NumPy's
     allocations; torch's CPU allocator is invisible to it, so torch-cpu
     records no host peak.
     """
     arg = (setup(),) if setup else ()
     if bk.name == "cupy":
-        pool = xb.xp_of_device("gpu").get_default_memory_pool()
-        bk.sync()
-        pool.free_all_blocks()
-        before = pool.used_bytes()
-        target(*arg)
-        bk.sync()
-        return {"peak_gpu_bytes": int(pool.total_bytes() - before)}
+        return {"peak_gpu_bytes": _cupy_peak_bytes(xb.xp_of_device("gpu"), lambda: target(*arg))}
     if bk.name == "torch-cuda":
         return {"peak_gpu_bytes": peers.cuda_peak_bytes(lambda: target(*arg))}
     if bk.name == "numpy":

@@ -145,11 +145,14 @@ def fmt_mib(nbytes):
     return f"{float(nbytes) / MIB:.1f}"
 
 
-def _markdown_table(header, rows):
-    """A Markdown table; columns with no value in any row (beyond the first three) are left out."""
+def _markdown_table(header, rows, text_columns=2):
+    """A Markdown table, the first ``text_columns`` left-aligned and the rest (numbers) right-aligned.
+
+    Columns with no value in any row (beyond the first three) are left out.
+    """
     keep = [i for i in range(len(header)) if i < 3 or any(row[i] != DASH for row in rows)]
     lines = ["| " + " | ".join(header[i] for i in keep) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in keep) + "|"]
+             "|" + "|".join("---" if i < text_columns else "---:" for i in keep) + "|"]
     lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -303,9 +306,9 @@ def build_report(data, stat="median", source="results", png_note=None):
                 verdict = f"from batch {start}"
             curve = ", ".join(f"{b}: {s:.2f}×" for b, s in points)
             rows.append([layer, pass_, verdict, curve])
-        out += [_markdown_table(("layer", "pass", "GPU faster", "speedup by batch"), rows), ""]
-        out += ["The GPU wins from the smallest batch at which it is faster than the CPU at that batch and every "
-                "larger one measured.", ""]
+        out += [_markdown_table(("layer", "pass", "GPU faster", "speedup by batch"), rows, text_columns=4), ""]
+        out += [("The GPU wins from the smallest batch at which it is faster than the CPU at that batch and every "
+                 "larger one measured."), ""]
     if png_note:
         out += [png_note, ""]
     return "\n".join(out)
@@ -329,8 +332,8 @@ def compare_table(new_data, old_data, stat="median", threshold=0.10, new_name="n
         rows.append([f"{r.layer} \\| {r.pass_} \\| batch {r.batch}", r.backend, fmt_ms(old[name].seconds),
                      fmt_ms(r.seconds), f"{ratio:.2f}×", change])
     lines = [f"## Change: {new_name} against {old_name}", "",
-             f"{len(rows)} benchmarks in both files ({stat}s; new ÷ old above 1 means slower): {slower} slower "
-             f"and {faster} faster by more than {threshold:.0%}."]
+             (f"{len(rows)} benchmarks in both files ({stat}s; new ÷ old above 1 means slower): {slower} slower "
+              f"and {faster} faster by more than {threshold:.0%}.")]
     only_new = sorted(set(new) - set(old))
     only_old = sorted(set(old) - set(new))
     if only_new or only_old:
@@ -363,7 +366,7 @@ def plot_speedup(results, path):
     families = _ordered(family_of[case] for case in found)
     ncols = min(3, len(families))
     nrows = math.ceil(len(families) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 5.5 * nrows), squeeze=False, layout="constrained")
     times = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×")
     for ax, family in zip(axes.flat, families):
         cases = [case for case in found if family_of[case] == family]
@@ -388,10 +391,10 @@ def plot_speedup(results, path):
         ax.set_xlabel("batch size")
         ax.set_ylabel("GPU speedup (CPU time ÷ GPU time)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    fig.suptitle("GPU speedup against batch size (solid: forward or training step; dashed: backward or inference)")
     for ax in list(axes.flat)[len(families):]:
         ax.set_visible(False)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"![GPU speedup against batch size]({os.path.basename(path)})"
