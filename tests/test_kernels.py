@@ -99,3 +99,23 @@ def test_fused_optimizer_updates_match_the_generic_path(cp, rng, name):
                     opt.update(params, {"W": to_device(g, "gpu")})
         finals.append(to_numpy(params["W"]))
     np.testing.assert_allclose(finals[0], finals[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_with_loss_kernels_match_the_generic_path(cp, rng, one_hot):
+    from xpnet.layers import SoftmaxWithLoss
+
+    x = to_device((rng.standard_normal((37, 10)) * 5).astype(np.float32), "gpu")
+    labels = rng.integers(0, 10, 37)
+    t = to_device(np.eye(10, dtype=np.float32)[labels] if one_hot else labels, "gpu")
+    results = []
+    for fast in (True, False):
+        layer = SoftmaxWithLoss()
+        if fast:
+            loss, dx = layer.forward(x, t), layer.backward(0.5)
+        else:
+            with kernels.disabled():
+                loss, dx = layer.forward(x, t), layer.backward(0.5)
+        results.append((float(loss), to_numpy(dx)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
