@@ -82,7 +82,12 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # argparse's REMAINDER does not take a leading option ('search --trials 4'): forward such argv untouched.
+    forwarded = 2 if argv[:2] == ["bench", "report"] else 1 if argv[:1] in (["experiment"], ["search"]) else 0
+    args = parser.parse_args(argv[:forwarded] if forwarded else argv)
+    if forwarded:
+        args.args = argv[forwarded:]
     if args.command is None:
         parser.print_help()
         return 2
