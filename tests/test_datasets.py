@@ -2,13 +2,16 @@
 
 import gzip
 import hashlib
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from xpnet.datasets import DatasetError, load_digits, load_mnist, load_mnist_test_split, read_idx, write_idx
-from xpnet.datasets import mnist
+from xpnet.datasets import (DatasetError, load_digits, load_fashion_mnist, load_mnist, load_mnist_test_split,
+                            read_idx, write_idx)
+from xpnet.datasets import digits, mnist
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_shared_mnist = pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(),
@@ -27,6 +30,21 @@ def test_the_real_mnist_test_files():
     assert np.bincount(labels).sum() == 10000 and np.bincount(labels).min() > 800
 
 
+@needs_shared_mnist
+@pytest.mark.parametrize("name", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+def test_the_expected_checksums_are_those_of_the_real_files(name):
+    assert hashlib.sha256((SHARED_MNIST / name).read_bytes()).hexdigest() == mnist.DATASETS["mnist"]["sha256"][name]
+
+
+def test_read_idx_takes_a_file_object_and_detects_gzip_by_its_magic_bytes(tmp_path):
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+    write_idx(tmp_path / "a.gz", array)
+    (tmp_path / "gzipped-but-named.idx").write_bytes((tmp_path / "a.gz").read_bytes())
+    np.testing.assert_array_equal(read_idx(tmp_path / "gzipped-but-named.idx"), array)
+    with open(tmp_path / "a.gz", "rb") as f:
+        np.testing.assert_array_equal(read_idx(f), array)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 5)])
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -43,8 +61,21 @@ def test_a_truncated_idx_file_names_the_sizes(tmp_path):
     path = tmp_path / "cut.idx"
     write_idx(path, np.zeros((10, 4), np.uint8))
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(DatasetError, match=r"cut.idx: 35 bytes of data, but the header's shape \(10, 4\) of uint8 needs 40"):
+    expected = r"cut.idx: 35 bytes of data, but the header's shape \(10, 4\) of uint8 needs 40"
+    with pytest.raises(DatasetError, match=expected):
         read_idx(path)
+
+
+def test_a_truncated_header_is_reported(tmp_path):
+    path = tmp_path / "short.idx.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00\x00\x02"))
+    with pytest.raises(DatasetError, match=r"short.idx.gz: truncated header \(8 bytes, 16 needed for 3 dimensions\)"):
+        read_idx(path)
+
+
+def test_write_idx_refuses_a_type_idx_cannot_store(tmp_path):
+    with pytest.raises(ValueError, match="not int64"):
+        write_idx(tmp_path / "a.idx", np.zeros(3, np.int64))
 
 
 def test_a_bad_magic_is_not_an_idx_file(tmp_path):
@@ -64,8 +95,8 @@ def test_a_damaged_gzip_is_reported(tmp_path):
 # --- MNIST download, cache and errors (with a fake network) -----------------------------------
 
 
-@pytest.fixture
-def fake_mirror(tmp_path, monkeypatch):
+@pytest.fixture(params=["mnist", "fashion-mnist"])
+def fake_mirror(request, tmp_path, monkeypatch):
     """Small IDX files served by a replacement for the download function; their checksums made the expected ones."""
     rng = np.random.default_rng(0)
     served = tmp_path / "served"
@@ -78,63 +109,150 @@ def fake_mirror(tmp_path, monkeypatch):
     for name, array in arrays.items():
         write_idx(served / name, array)
         sums[name] = hashlib.sha256((served / name).read_bytes()).hexdigest()
-    spec = {"mirrors": ("https://mirror.invalid/mnist/",), "sha256": sums}
-    monkeypatch.setitem(mnist.DATASETS, "mnist", spec)
+    dataset = request.param
+    spec = {"mirrors": ("https://first.invalid/data/", "https://second.invalid/data/"), "sha256": sums}
+    monkeypatch.setitem(mnist.DATASETS, dataset, spec)
     monkeypatch.setenv("XPNET_DATA", str(tmp_path / "cache"))
-    fetched = []
+    fetched, broken = [], set()
 
     def fetch(url, dest):
-        fetched.append(url.rsplit("/", 1)[1])
-        Path(dest).write_bytes((served / url.rsplit("/", 1)[1]).read_bytes())
+        fetched.append(url)
+        mirror, name = url.rsplit("/", 1)
+        Path(dest).write_bytes(b"a damaged copy" if mirror + "/" in broken else (served / name).read_bytes())
 
     monkeypatch.setattr(mnist, "_fetch", fetch)
-    return {"arrays": arrays, "fetched": fetched, "served": served, "cache": tmp_path / "cache" / "mnist"}
+    load = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}[dataset]
+    return {"arrays": arrays, "fetched": fetched, "served": served, "cache": tmp_path / "cache" / dataset,
+            "dataset": dataset, "load": load, "mirrors": spec["mirrors"], "broken": broken}
 
 
-def test_load_mnist_downloads_once_then_uses_the_cache(fake_mirror):
-    (x, t), (xt, tt) = load_mnist()
+def names(urls):
+    return [url.rsplit("/", 1)[1] for url in urls]
+
+
+def test_downloads_once_then_uses_the_cache(fake_mirror):
+    (x, t), (xt, tt) = fake_mirror["load"]()
     assert x.shape == (20, 784) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
     assert xt.shape == (5, 784) and t.dtype == np.uint8
     np.testing.assert_array_equal(t, fake_mirror["arrays"]["train-labels-idx1-ubyte.gz"])
-    assert sorted(fake_mirror["fetched"]) == sorted(mnist.FILES)
-    load_mnist()
+    np.testing.assert_allclose(xt * 255, fake_mirror["arrays"]["t10k-images-idx3-ubyte.gz"].reshape(5, 784), atol=1e-4)
+    assert sorted(names(fake_mirror["fetched"])) == sorted(mnist.FILES)
+    assert all(url.startswith(fake_mirror["mirrors"][0]) for url in fake_mirror["fetched"])
+    fake_mirror["load"]()
     assert len(fake_mirror["fetched"]) == 4  # the second call fetched nothing
-    assert (fake_mirror["cache"] / "mnist.npz").exists()
+    assert (fake_mirror["cache"] / f"{fake_mirror['dataset']}.npz").exists()
+    assert not list(fake_mirror["cache"].glob("*.part"))
 
 
-def test_load_mnist_shapes_as_in_the_book(fake_mirror):
-    (x, t), _ = load_mnist(normalize=False, flatten=False, one_hot_label=True)
-    assert x.shape == (20, 1, 28, 28) and x.dtype == np.uint8
+def test_the_cache_holds_no_pickle(fake_mirror):
+    fake_mirror["load"]()
+    with np.load(fake_mirror["cache"] / f"{fake_mirror['dataset']}.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == ["t_test", "t_train", "x_test", "x_train"]
+        assert all(f[k].dtype == np.uint8 for k in f.files)
+
+
+def test_shapes_and_dtypes_as_in_the_book(fake_mirror):
+    (x, t), (xt, tt) = fake_mirror["load"](normalize=False, flatten=False, one_hot_label=True)
+    assert x.shape == (20, 1, 28, 28) and x.dtype == np.uint8 and xt.shape == (5, 1, 28, 28)
     assert t.shape == (20, 10) and t.dtype == np.float32 and (t.sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(t.argmax(axis=1), fake_mirror["arrays"]["train-labels-idx1-ubyte.gz"])
+    (x, t), _ = fake_mirror["load"](normalize=True, flatten=False)
+    assert x.shape == (20, 1, 28, 28) and x.dtype == np.float32 and t.shape == (20,) and t.dtype == np.uint8
 
 
-def test_a_corrupt_cached_file_is_reported_and_fetched_again(fake_mirror):
+def test_an_unreadable_npz_cache_is_reported_and_rebuilt(fake_mirror):
+    fake_mirror["load"]()
+    cache = fake_mirror["cache"] / f"{fake_mirror['dataset']}.npz"
+    cache.write_bytes(b"not a zip file")
+    with pytest.warns(UserWarning, match=r"npz is unreadable \(.*\); parsing the IDX files again"):
+        (x, _), _ = fake_mirror["load"]()
+    assert x.shape == (20, 784) and len(fake_mirror["fetched"]) == 4
+    with np.load(cache, allow_pickle=False) as f:
+        assert f["x_train"].shape == (20, 28, 28)
+
+
+def test_a_truncated_cached_file_is_reported_and_fetched_again(fake_mirror):
     cache = fake_mirror["cache"]
     cache.mkdir(parents=True)
-    (cache / "t10k-labels-idx1-ubyte.gz").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="t10k-labels-idx1-ubyte.gz is corrupt or truncated"):
-        load_mnist()
-    assert "t10k-labels-idx1-ubyte.gz" in fake_mirror["fetched"]
+    good = (fake_mirror["served"] / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (cache / "t10k-images-idx3-ubyte.gz").write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match="t10k-images-idx3-ubyte.gz is corrupt or truncated"):
+        _, (xt, _) = fake_mirror["load"]()
+    assert "t10k-images-idx3-ubyte.gz" in names(fake_mirror["fetched"]) and xt.shape == (5, 784)
+    assert (cache / "t10k-images-idx3-ubyte.gz").read_bytes() == good
 
 
-def test_a_download_with_the_wrong_checksum_is_refused(fake_mirror):
-    (fake_mirror["served"] / "train-labels-idx1-ubyte.gz").write_bytes(b"tampered")
-    with pytest.raises(DatasetError, match="SHA-256 does not match"):
-        load_mnist()
-    assert not (fake_mirror["cache"] / "train-labels-idx1-ubyte.gz").exists()
+def test_a_bad_download_is_reported_and_the_next_mirror_tried(fake_mirror):
+    first, second = fake_mirror["mirrors"]
+    fake_mirror["broken"].add(first)
+    with pytest.warns(UserWarning, match="SHA-256 does not match"):
+        (x, _), _ = fake_mirror["load"]()
+    assert x.shape == (20, 784)
+    assert [url.startswith(second) for url in fake_mirror["fetched"]] == [False, True] * 4
+
+
+def test_a_download_with_the_wrong_checksum_everywhere_is_refused(fake_mirror):
+    fake_mirror["broken"].update(fake_mirror["mirrors"])
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="SHA-256 does not match"):
+        fake_mirror["load"]()
+    assert not list(fake_mirror["cache"].glob("*.gz"))
+
+
+def offline(url, dest):
+    raise OSError("Name or service not known")
 
 
 def test_offline_the_error_says_what_is_missing_and_where_to_put_it(fake_mirror, monkeypatch):
-    def offline(url, dest):
-        raise OSError("Name or service not known")
-
     monkeypatch.setattr(mnist, "_fetch", offline)
     with pytest.raises(DatasetError) as info:
-        load_mnist()
+        fake_mirror["load"]()
     message = str(info.value)
-    assert "missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in message
+    assert "missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz" in message
     assert f"Put the files by hand in {fake_mirror['cache']}" in message
-    assert "https://mirror.invalid/mnist/" in message
+    for name in mnist.FILES:
+        for mirror in fake_mirror["mirrors"]:
+            assert mirror + name in message
+    assert "Name or service not known" in message
+
+
+def test_offline_only_the_absent_files_are_listed(fake_mirror, monkeypatch):
+    cache = fake_mirror["cache"]
+    cache.mkdir(parents=True)
+    for name in mnist.FILES[1:]:
+        (cache / name).write_bytes((fake_mirror["served"] / name).read_bytes())
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    with pytest.raises(DatasetError, match=r"missing train-images-idx3-ubyte\.gz\.\n"):
+        fake_mirror["load"]()
+
+
+class FakeResponse(io.BytesIO):
+    """What urlopen returns, enough for _fetch: headers, read and a context manager."""
+
+    def __init__(self, data, fail_after=None):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+        self.fail_after = fail_after
+
+    def read(self, size=-1):
+        if self.fail_after is not None and self.tell() >= self.fail_after:
+            raise ConnectionResetError("connection reset by peer")
+        return super().read(size)
+
+
+def test_fetch_writes_the_whole_file_atomically(tmp_path, monkeypatch):
+    data = bytes(range(256)) * 1000
+    monkeypatch.setattr(mnist, "urlopen", lambda url, timeout: FakeResponse(data))
+    mnist._fetch("https://mirror.invalid/file.gz", tmp_path / "file.gz")
+    assert (tmp_path / "file.gz").read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["file.gz"]
+
+
+def test_an_interrupted_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    data = bytes(200_000)
+    monkeypatch.setattr(mnist, "urlopen", lambda url, timeout: FakeResponse(data, fail_after=65536))
+    with pytest.raises(ConnectionResetError):
+        mnist._fetch("https://mirror.invalid/file.gz", tmp_path / "file.gz")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the MNIST test split and the embedded digits ----------------------------------------------
@@ -144,26 +262,74 @@ def test_offline_the_error_says_what_is_missing_and_where_to_put_it(fake_mirror,
 def test_load_mnist_test_split_from_a_folder():
     (x, t), (xt, tt) = load_mnist_test_split(SHARED_MNIST, flatten=False)
     assert x.shape == (8000, 1, 28, 28) and xt.shape == (2000, 1, 28, 28)
-    assert list(t[:3]) == [7, 2, 1]
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() == 1.0
+    assert t.shape == (8000,) and t.dtype == np.uint8 and list(t[:5]) == [7, 2, 1, 0, 4]
+    assert np.bincount(t, minlength=10).sum() + np.bincount(tt, minlength=10).sum() == 10000
 
 
-def test_load_mnist_test_split_without_the_files(tmp_path):
-    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.gz is missing"):
+@needs_shared_mnist
+def test_load_mnist_test_split_options():
+    (x, t), (xt, tt) = load_mnist_test_split(SHARED_MNIST, train_size=9000, normalize=False, one_hot_label=True)
+    assert x.shape == (9000, 784) and x.dtype == np.uint8 and xt.shape == (1000, 784)
+    assert t.shape == (9000, 10) and t.dtype == np.float32 and list(t[:5].argmax(axis=1)) == [7, 2, 1, 0, 4]
+    with pytest.raises(ValueError, match="train_size"):
+        load_mnist_test_split(SHARED_MNIST, train_size=10000)
+
+
+@needs_shared_mnist
+def test_load_mnist_test_split_defaults_to_the_mnist_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path))
+    (tmp_path / "mnist").mkdir()
+    for name in mnist.FILES[2:]:
+        (tmp_path / "mnist" / name).write_bytes((SHARED_MNIST / name).read_bytes())
+    (x, _), (xt, _) = load_mnist_test_split()
+    assert len(x) == 8000 and len(xt) == 2000
+
+
+@needs_shared_mnist
+def test_load_mnist_test_split_refuses_a_corrupt_file(tmp_path):
+    for name in mnist.FILES[2:]:
+        (tmp_path / name).write_bytes((SHARED_MNIST / name).read_bytes())
+    with open(tmp_path / "t10k-labels-idx1-ubyte.gz", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: SHA-256 mismatch"):
         load_mnist_test_split(tmp_path)
+
+
+def test_load_mnist_test_split_without_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path))
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.gz is missing") as info:
+        load_mnist_test_split(tmp_path)
+    assert str(tmp_path) in str(info.value) and "https://ossci-datasets.s3.amazonaws.com/mnist/" in str(info.value)
+    with pytest.raises(DatasetError, match=re.escape(str(tmp_path / "mnist"))):
+        load_mnist_test_split()
 
 
 def test_the_embedded_digits():
     (x, t), (xt, tt) = load_digits()
-    assert x.shape == (1438, 64) and xt.shape == (359, 64)
-    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() == 1.0
-    assert set(np.unique(t)) == set(range(10)) and tt.dtype == np.uint8
-    (x4, _), _ = load_digits(normalize=False, flatten=False, one_hot_label=False)
-    assert x4.shape == (1438, 1, 8, 8) and x4.dtype == np.uint8 and x4.max() == 16
-    _, (_, one_hot) = load_digits(one_hot_label=True)
-    assert one_hot.shape == (359, 10)
+    assert x.shape == (1438, 64) and xt.shape == (359, 64)  # 1,797 rows; index % 5 == 4 is the test split
+    assert x.dtype == np.float32 and xt.dtype == np.float32 and 0.0 <= x.min() and x.max() == 1.0
+    assert set(np.unique(t)) == set(range(10)) and set(np.unique(tt)) == set(range(10))
+    assert t.dtype == np.uint8 and tt.dtype == np.uint8 and t.shape == (1438,)
+    (x4, _), (xt4, _) = load_digits(normalize=False, flatten=False, one_hot_label=False)
+    assert x4.shape == (1438, 1, 8, 8) and xt4.shape == (359, 1, 8, 8) and x4.dtype == np.uint8 and x4.max() == 16
+    np.testing.assert_array_equal(x4.reshape(-1, 64) / np.float32(16), x)
+    (xf, _), (_, one_hot) = load_digits(flatten=False, one_hot_label=True)
+    assert xf.shape == (1438, 1, 8, 8) and xf.dtype == np.float32
+    assert one_hot.shape == (359, 10) and one_hot.dtype == np.float32
+    np.testing.assert_array_equal(one_hot.argmax(axis=1), tt)
 
 
-def test_the_digits_split_is_fixed():
-    (_, first), _ = load_digits()
-    (_, again), _ = load_digits()
-    np.testing.assert_array_equal(first, again)
+def test_the_digits_split_is_every_fifth_row():
+    with gzip.open(digits.DIGITS_PATH, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    assert table.shape == (1797, 65)
+    (_, t), (_, tt) = load_digits()
+    np.testing.assert_array_equal(tt, table[4::5, -1])
+    np.testing.assert_array_equal(t, np.delete(table[:, -1], np.s_[4::5]))
+
+
+def test_the_embedded_digits_file_is_the_documented_one():
+    readme = (digits.DIGITS_PATH.parent / "README.md").read_text()
+    assert hashlib.sha256(digits.DIGITS_PATH.read_bytes()).hexdigest() in readme

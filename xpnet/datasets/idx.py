@@ -8,7 +8,6 @@ order.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import struct
 
@@ -18,8 +17,8 @@ from .errors import DatasetError
 
 __all__ = ["read_idx", "write_idx"]
 
-_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_CODES = {np.dtype(v).newbyteorder("=").str.lstrip("<>|="): k for k, v in _TYPES.items()}
+_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
+_CODES = {np.dtype(t): code for code, t in _TYPES.items()}
 
 
 def _raw_bytes(source):
@@ -59,18 +58,17 @@ def read_idx(source):
     if len(raw) - header != expected:
         raise DatasetError(f"{name}: {len(raw) - header} bytes of data, but the header's shape {shape} of "
                            f"{dtype.name} needs {expected}; the file is truncated or corrupt")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(raw, dtype=dtype.newbyteorder(">"), offset=header).reshape(shape).astype(dtype)
 
 
 def write_idx(path, array):
     """Write ``array`` as an IDX file (gzipped if ``path`` ends with .gz); the inverse of :func:`read_idx`."""
     array = np.asarray(array)
-    key = array.dtype.newbyteorder("=").str.lstrip("<>|=")
-    if key not in _CODES:
+    code = _CODES.get(array.dtype.newbyteorder("="))
+    if code is None:
         raise ValueError(f"IDX stores uint8, int8, int16, int32, float32 or float64, not {array.dtype}")
-    code = _CODES[key]
     body = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
-    body += array.astype(_TYPES[code]).tobytes()
+    body += array.astype(array.dtype.newbyteorder(">")).tobytes()
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(body)

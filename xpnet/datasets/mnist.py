@@ -7,14 +7,16 @@ place). The parsed arrays are kept beside them as ``.npz`` (never pickle).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
-import urllib.request
 import warnings
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
+from tqdm import tqdm
 
 from .errors import DatasetError
 from .idx import read_idx
@@ -25,6 +27,10 @@ FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 # yann.lecun.com refuses downloads (HTTP 403); these mirrors serve the same bytes.
+# SHA-256 of the published .gz files, from tensorflow/datasets (url_checksums/mnist.txt and
+# url_checksums/fashion_mnist.txt), where they sit beside the files' sizes. The two MNIST t10k
+# values agree with ../shared/data/README.md; the Fashion-MNIST ones belong to the files whose
+# MD5s the Fashion-MNIST README publishes (8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd...).
 DATASETS = {
     "mnist": {
         "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -39,10 +45,10 @@ DATASETS = {
     "fashion-mnist": {
         "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         "sha256": {
-            "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
-            "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
-            "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
-            "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
         },
     },
 }
@@ -61,24 +67,29 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url, dest):
-    """Download ``url`` to ``dest`` atomically, with a progress bar. Tests replace this function."""
-    from tqdm import tqdm
-
-    dest = Path(dest)
+@contextlib.contextmanager
+def _atomic_write(dest: Path):
+    """A binary file beside ``dest`` that takes its place only when the block completes."""
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    out.write(block)
-                    bar.update(len(block))
+        with os.fdopen(fd, "wb") as f:
+            yield f
         os.replace(tmp, dest)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _fetch(url, dest):
+    """Download ``url`` to ``dest`` atomically, with a progress bar. Tests replace this function or ``urlopen``."""
+    dest = Path(dest)
+    with urlopen(url, timeout=30) as response, _atomic_write(dest) as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+            for block in iter(lambda: response.read(1 << 16), b""):
+                out.write(block)
+                bar.update(len(block))
 
 
 def _ensure_file(name, folder, spec):
@@ -88,7 +99,7 @@ def _ensure_file(name, folder, spec):
     if path.exists():
         if _sha256(path) == expected:
             return path
-        warnings.warn(f"{path} is corrupt or truncated (SHA-256 mismatch); fetching it again", stacklevel=3)
+        warnings.warn(f"{path} is corrupt or truncated (SHA-256 mismatch); fetching it again", stacklevel=5)
         path.unlink()
     errors = []
     for mirror in spec["mirrors"]:
@@ -99,8 +110,9 @@ def _ensure_file(name, folder, spec):
             continue
         if _sha256(path) == expected:
             return path
-        errors.append(f"{mirror + name}: the download's SHA-256 does not match {expected}")
         path.unlink()
+        errors.append(f"{mirror + name}: the download's SHA-256 does not match {expected}")
+        warnings.warn(errors[-1], stacklevel=5)
     raise DatasetError(f"could not fetch {name}: " + "; ".join(errors))
 
 
@@ -110,12 +122,13 @@ def _load_arrays(dataset):
     folder = data_home() / dataset
     folder.mkdir(parents=True, exist_ok=True)
     cache = folder / f"{dataset}.npz"
+    keys = ("x_train", "t_train", "x_test", "t_test")
     if cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as f:
-                return {k: f[k] for k in ("x_train", "t_train", "x_test", "t_test")}
-        except Exception:
-            warnings.warn(f"{cache} is unreadable; parsing the IDX files again", stacklevel=3)
+                return {k: f[k] for k in keys}
+        except Exception as exc:
+            warnings.warn(f"{cache} is unreadable ({exc}); parsing the IDX files again", stacklevel=4)
     paths, missing = {}, []
     for name in FILES:
         try:
@@ -123,18 +136,15 @@ def _load_arrays(dataset):
         except DatasetError as exc:
             missing.append((name, exc))
     if missing:
-        urls = ", ".join(spec["mirrors"])
+        urls = "\n".join(f"  {name}: " + " or ".join(m + name for m in spec["mirrors"]) for name, _ in missing)
         raise DatasetError(
-            f"{dataset}: missing {', '.join(n for n, _ in missing)}. Put the files by hand in {folder} "
-            f"(from {urls}), or connect to the internet and call again. Details: "
-            + "; ".join(str(e) for _, e in missing)
+            f"{dataset}: missing {', '.join(n for n, _ in missing)}.\n"
+            f"Put the files by hand in {folder}, downloaded from\n{urls}\n"
+            f"or connect to the internet and call again. Details: " + "; ".join(str(e) for _, e in missing)
         )
-    arrays = {"x_train": read_idx(paths[FILES[0]]), "t_train": read_idx(paths[FILES[1]]),
-              "x_test": read_idx(paths[FILES[2]]), "t_test": read_idx(paths[FILES[3]])}
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.part")
-    with os.fdopen(fd, "wb") as f:
+    arrays = dict(zip(keys, (read_idx(paths[name]) for name in FILES)))
+    with _atomic_write(cache) as f:
         np.savez(f, **arrays)
-    os.replace(tmp, cache)
     return arrays
 
 
@@ -159,19 +169,21 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False):
 
     The book's signature and shapes: images (N, 784) with ``flatten``, else
     (N, 1, 28, 28); float32 in [0, 1] with ``normalize``, else uint8;
-    labels uint8 class indices, or float32 one-hot rows (N, 10).
+    labels uint8 class indices (N,), or float32 one-hot rows (N, 10).
 
     Unlike the book: the files come from mirrors that work today (not
-    yann.lecun.com), their SHA-256 is checked (a corrupt or truncated file
-    is reported and fetched again), writes are atomic, and the parsed
-    arrays are cached as ``.npz``, never pickled. Offline, the error says
-    which files are missing, where to put them and where to get them.
+    yann.lecun.com, which answers 403), their SHA-256 is checked (a corrupt
+    or truncated file is reported and fetched again), every write is atomic
+    (a temporary file, then a rename), and the parsed arrays are cached as
+    ``.npz`` under ``$XPNET_DATA`` or ``~/.cache/xpnet``, never pickled.
+    Offline, :class:`DatasetError` says which files are missing, the folder
+    to put them in and the URLs to get them from.
     """
     return _load("mnist", normalize, flatten, one_hot_label)
 
 
 def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False):
-    """Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017), the same shapes and options as :func:`load_mnist`."""
+    """Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017): the shapes, dtypes and options of :func:`load_mnist`."""
     return _load("fashion-mnist", normalize, flatten, one_hot_label)
 
 
@@ -180,19 +192,24 @@ def load_mnist_test_split(path=None, train_size=8000, normalize=True, flatten=Tr
 
     A small real data set that needs no download when the two t10k files are
     at hand: ``path`` is a folder holding t10k-images-idx3-ubyte.gz and
-    t10k-labels-idx1-ubyte.gz (default: the MNIST cache folder). Their
-    SHA-256 is checked. Same conversions as :func:`load_mnist`.
+    t10k-labels-idx1-ubyte.gz (default: the MNIST cache folder; a copy such
+    as ``../shared/data/mnist`` works too). Their SHA-256 is checked. Returns
+    ``(x_train, t_train), (x_test, t_test)`` of ``train_size`` and
+    ``10000 - train_size`` images, with the conversions of :func:`load_mnist`.
     """
     folder = Path(path) if path is not None else data_home() / "mnist"
-    spec = DATASETS["mnist"]["sha256"]
+    spec = DATASETS["mnist"]
     arrays = []
     for name in FILES[2:]:
         file = folder / name
         if not file.exists():
+            urls = ", ".join(m + name for m in spec["mirrors"])
             raise DatasetError(f"{file} is missing: put the MNIST test files (t10k-images-idx3-ubyte.gz, "
-                               f"t10k-labels-idx1-ubyte.gz) in {folder}, or pass their folder")
-        if _sha256(file) != spec[name]:
-            raise DatasetError(f"{file}: SHA-256 mismatch, the file is corrupt or not the published one")
+                               f"t10k-labels-idx1-ubyte.gz) in {folder}, or pass their folder; "
+                               f"{name} can be downloaded from {urls}")
+        if _sha256(file) != spec["sha256"][name]:
+            raise DatasetError(f"{file}: SHA-256 mismatch, the file is corrupt or not the published one "
+                               f"(expected {spec['sha256'][name]})")
         arrays.append(read_idx(file))
     x, t = arrays
     if not 0 < train_size < len(x):
