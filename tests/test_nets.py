@@ -38,10 +38,12 @@ def test_fully_connected_gradients_match_numerical(device, rng, make):
     check_network_gradient(away_from_kinks(make(), rng), x, t, rtol=1e-4, atol=1e-6)
 
 
-def test_simple_convnet_gradients_match_numerical(device, rng):
+@pytest.mark.parametrize("pool", [True, False], ids=["pooled", "without-pooling"])
+def test_simple_convnet_gradients_match_numerical(device, rng, pool):
     xpnet.set_device(device)
     x, t = data(rng, (3, 1, 8, 8), 4)
-    check_network_gradient(away_from_kinks(small_convnet(weight_init_std="he", dtype=np.float64), rng), x, t, rtol=1e-4, atol=1e-6)
+    net = small_convnet(weight_init_std="he", dtype=np.float64, pool=pool)
+    check_network_gradient(away_from_kinks(net, rng), x, t, rtol=1e-4, atol=1e-6)
 
 
 def test_deep_convnet_gradient_along_random_directions(device, rng):
@@ -120,6 +122,12 @@ def test_weight_decay_adds_to_the_loss(rng):
 def test_simple_convnet_pooled_size_floors_odd_maps():
     net = SimpleConvNet(input_dim=(1, 9, 9), conv_param={"filter_num": 2, "filter_size": 2, "pad": 0, "stride": 1})
     assert net.params["W2"].shape == (2 * 4 * 4, 100)  # 8x8 conv maps pool to 4x4
+
+
+def test_simple_convnet_without_pooling_feeds_every_conv_output_to_the_affine_layer():
+    pooled, plain = small_convnet(), small_convnet(pool=False)
+    assert "Pool1" in pooled.layers and "Pool1" not in plain.layers
+    assert plain.params["W2"].shape == (3 * 8 * 8, 6) and pooled.params["W2"].shape == (3 * 4 * 4, 6)
 
 
 def test_bad_arguments_are_named():

@@ -20,12 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import DEFAULT_DTYPE, get_device
-from ..initializers import normal, weight_scale, zeros
-from ..layers import Affine, Convolution, Relu
-from ..nets import Network
 from ..recipes import DEFAULT_EPOCHS, build_network
-from ..util import conv_output_size
 from .common import Result, epoch_time, load_data, seeds, train
 
 NAME = "pooling"
@@ -34,55 +29,14 @@ EPOCHS, QUICK_EPOCHS = "as xpnet train: 40 on digits, 20 on mnist-t10k, 10 on th
 REPEATS = 3
 
 
-class SimpleConvNetWithoutPooling(Network):
-    """conv - relu - affine - relu - affine - softmax: SimpleConvNet with the Pool1 layer dropped.
-
-    The same parameters as :class:`~xpnet.nets.SimpleConvNet` (input (N, C, H, W),
-    ``conv_param`` with filter_num, filter_size, pad, stride); W2 has
-    ``filter_num * conv_h * conv_w`` rows instead of a quarter of that.
-    """
-
-    def __init__(self, input_dim, conv_param, hidden_size=100, output_size=10, weight_init_std="he",
-                 dtype=DEFAULT_DTYPE):
-        super().__init__()
-        filter_num, filter_size = conv_param["filter_num"], conv_param["filter_size"]
-        pad, stride = conv_param["pad"], conv_param["stride"]
-        channels, height, width = input_dim
-        conv_output = (filter_num * conv_output_size(height, filter_size, stride, pad)
-                       * conv_output_size(width, filter_size, stride, pad))
-        device, p = get_device(), self.params
-        p["W1"] = normal((filter_num, channels, filter_size, filter_size),
-                         weight_scale(weight_init_std, channels * filter_size ** 2), dtype, device)
-        p["b1"] = zeros(filter_num, dtype, device)
-        p["W2"] = normal((conv_output, hidden_size), weight_scale(weight_init_std, conv_output), dtype, device)
-        p["b2"] = zeros(hidden_size, dtype, device)
-        p["W3"] = normal((hidden_size, output_size), weight_scale(weight_init_std, hidden_size), dtype, device)
-        p["b3"] = zeros(output_size, dtype, device)
-        conv = self.layers["Conv1"] = Convolution(p["W1"], p["b1"], stride, pad)
-        self.layers["Relu1"] = Relu()
-        affine1 = self.layers["Affine1"] = Affine(p["W2"], p["b2"])
-        self.layers["Relu2"] = Relu()
-        affine2 = self.layers["Affine2"] = Affine(p["W3"], p["b3"])
-        for name, layer in (("1", conv), ("2", affine1), ("3", affine2)):
-            self._bind("W" + name, layer, "W")
-            self._bind("b" + name, layer, "b")
-
-
-def conv_param_of(network):
-    """The conv_param dict of a built SimpleConvNet, read from its Conv1 layer."""
-    conv = network.layers["Conv1"]
-    return {"filter_num": conv.W.shape[0], "filter_size": conv.W.shape[2], "pad": conv.pad, "stride": conv.stride}
-
-
 def run(args):
     data = load_data(args, flatten=False)
     (x_train, t_train), (x_test, _) = data
     input_dim, classes = x_train.shape[1:], int(t_train.max()) + 1
     args.epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
-    conv_param = conv_param_of(build_network("simple_convnet", input_dim, classes))
     variants = {
         "with pooling": lambda: build_network("simple_convnet", input_dim, classes),
-        "without pooling": lambda: SimpleConvNetWithoutPooling(input_dim, conv_param, output_size=classes),
+        "without pooling": lambda: build_network("simple_convnet", input_dim, classes, pool=False),
     }
     rows, curves = [], {}
     for name, build in variants.items():
@@ -102,6 +56,8 @@ def run(args):
     columns = [("network", "network", None), ("params", "parameters", ","), ("affine_inputs", "Affine1 inputs", ","),
                ("epoch_s", "s/epoch", ".3f"), ("train_acc", "train acc", ".4f"), ("test_acc", "test acc", ".4f"),
                ("test_acc_std", "test std", ".4f")]
+    conv = network.layers["Conv1"]
+    conv_param = {"filter_num": conv.W.shape[0], "filter_size": conv.W.shape[2], "pad": conv.pad, "stride": conv.stride}
     settings = {"conv_param": conv_param, "hidden_size": 100, "weight_init_std": "he", "optimizer": "Adam",
                 "lr": 0.001, "batch_size": 100, "epochs": args.epochs, "repeats": args.repeats,
                 "train_examples": len(x_train), "test_examples": len(x_test),

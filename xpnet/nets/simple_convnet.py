@@ -20,6 +20,9 @@ class SimpleConvNet(Network):
     output_size : classes
     weight_init_std : a number (the book's 0.01), 'relu'/'he' or 'sigmoid'/'xavier'
     dtype : float32 (default) or float64 for gradient checks
+    pool : True (the book's) keeps the 2x2 max pooling layer; False drops it,
+        and the first Affine layer takes every convolution output (4x the
+        inputs, so 4x its weights): what ``xpnet experiment pooling`` compares
 
     Input (N, C, H, W); the 2x2 max pooling has stride 2. Fixed relative to
     the book: the pooled size is ``floor(conv_out / 2)`` per side (the book
@@ -27,7 +30,7 @@ class SimpleConvNet(Network):
     """
 
     def __init__(self, input_dim=(1, 28, 28), conv_param=None, hidden_size=100, output_size=10,
-                 weight_init_std=0.01, dtype=DEFAULT_DTYPE):
+                 weight_init_std=0.01, dtype=DEFAULT_DTYPE, pool=True):
         super().__init__()
         conv_param = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1, **(conv_param or {})}
         filter_num, filter_size = conv_param["filter_num"], conv_param["filter_size"]
@@ -35,7 +38,9 @@ class SimpleConvNet(Network):
         channels, height, width = input_dim
         conv_h = conv_output_size(height, filter_size, stride, pad)
         conv_w = conv_output_size(width, filter_size, stride, pad)
-        pool_output_size = filter_num * conv_output_size(conv_h, 2, 2) * conv_output_size(conv_w, 2, 2)
+        if pool:
+            conv_h, conv_w = conv_output_size(conv_h, 2, 2), conv_output_size(conv_w, 2, 2)
+        affine_inputs = filter_num * conv_h * conv_w
         self.input_dim = tuple(input_dim)
         device = get_device()
 
@@ -45,14 +50,15 @@ class SimpleConvNet(Network):
         p = self.params
         p["W1"] = normal((filter_num, channels, filter_size, filter_size), std(channels * filter_size ** 2), dtype, device)
         p["b1"] = zeros(filter_num, dtype, device)
-        p["W2"] = normal((pool_output_size, hidden_size), std(pool_output_size), dtype, device)
+        p["W2"] = normal((affine_inputs, hidden_size), std(affine_inputs), dtype, device)
         p["b2"] = zeros(hidden_size, dtype, device)
         p["W3"] = normal((hidden_size, output_size), std(hidden_size), dtype, device)
         p["b3"] = zeros(output_size, dtype, device)
 
         conv = self.layers["Conv1"] = Convolution(p["W1"], p["b1"], stride, pad)
         self.layers["Relu1"] = Relu()
-        self.layers["Pool1"] = Pooling(pool_h=2, pool_w=2, stride=2)
+        if pool:
+            self.layers["Pool1"] = Pooling(pool_h=2, pool_w=2, stride=2)
         affine1 = self.layers["Affine1"] = Affine(p["W2"], p["b2"])
         self.layers["Relu2"] = Relu()
         affine2 = self.layers["Affine2"] = Affine(p["W3"], p["b3"])
