@@ -82,7 +82,10 @@ _IM2COL = """
     col = (y >= 0 && y < H && x >= 0 && x < W) ? img[((n * H + y) * W + x) * C + c] : (T)0;
 """
 
-_COL2IM = """
+def _gather_windows(body, out):
+    """CUDA source: pixel i of an (N, H, W, C) image sums ``body`` over the output windows (oy, ox) that
+    cover it, with (fy, fx) its place in each window: the adjoint of a window read, as a gather (no atomics)."""
+    return """
     idx_t r = i;
     const int c = r % C; r /= C;
     const int x = r % W; r /= W;
@@ -99,11 +102,14 @@ _COL2IM = """
             if (tx < 0 || tx % S != 0) continue;
             const int ox = tx / S;
             if (ox >= OW) continue;
-            sum += col[((n * OH + oy) * OW + ox) * (C * FH * FW) + (c * FH + fy) * FW + fx];
-        }
+""" + body + """        }
     }
-    img = sum;
+    """ + out + """ = sum;
 """
+
+
+_COL2IM = _gather_windows("""            sum += col[((n * OH + oy) * OW + ox) * (C * FH * FW) + (c * FH + fy) * FW + fx];
+""", "img")
 
 _SIZES = "int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 FH, int32 FW, int32 S, int32 P"
 
@@ -168,33 +174,13 @@ _POOL_FORWARD = """
     arg = best_k;
 """
 
-_POOL_BACKWARD = """
-    idx_t r = i;
-    const int c = r % C; r /= C;
-    const int x = r % W; r /= W;
-    const int y = r % H;
-    const idx_t n = r / H;
-    T sum = 0;
-    for (int fy = 0; fy < FH; ++fy) {
-        const int ty = y + P - fy;
-        if (ty < 0 || ty % S != 0) continue;
-        const int oy = ty / S;
-        if (oy >= OH) continue;
-        for (int fx = 0; fx < FW; ++fx) {
-            const int tx = x + P - fx;
-            if (tx < 0 || tx % S != 0) continue;
-            const int ox = tx / S;
-            if (ox >= OW) continue;
-            const idx_t o = ((n * OH + oy) * OW + ox) * C + c;
+_POOL_BACKWARD = _gather_windows("""            const idx_t o = ((n * OH + oy) * OW + ox) * C + c;
             if (AVG) {
                 sum += dout[o] / (T)(FH * FW);
             } else if (arg[o] == fy * FW + fx) {
                 sum += dout[o];
             }
-        }
-    }
-    dx = sum;
-"""
+""", "dx")
 
 
 def pool_forward(img, pool_h, pool_w, stride, pad, out_h, out_w, average):
