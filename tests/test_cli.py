@@ -41,6 +41,17 @@ def test_save_resume_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_resume_trains_with_the_checkpoints_learning_rate_unless_lr_is_given(tmp_path, capsys):
+    ckpt = tmp_path / "run.npz"
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--lr", "0.01", "--save", str(ckpt), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--resume", str(ckpt)]) == 0
+    assert "adam lr=0.01," in capsys.readouterr().out
+    assert main(["train", "--model", "mlp", "--epochs", "3", "--resume", str(ckpt), "--lr", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "adam lr=0.05," in out and "after 3 epochs" in out
+
+
 def test_resuming_with_another_model_names_the_mismatch(tmp_path):
     ckpt = tmp_path / "mlp.npz"
     assert main(["train", "--model", "mlp", "--epochs", "1", "--save", str(ckpt), "--quiet"]) == 0

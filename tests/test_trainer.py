@@ -87,24 +87,72 @@ def test_checkpoint_and_resume_continue_where_training_stopped(device, rng, tmp_
         np.testing.assert_allclose(to_numpy(resumed.network.params[k]), to_numpy(straight.network.params[k]), rtol=1e-5)
 
 
-def test_ctrl_c_writes_a_checkpoint_then_stops(rng, tmp_path):
-    path = tmp_path / "interrupted.npz"
-    trainer = make_trainer(rng, epochs=3, checkpoint_path=path)
+def interrupt_at(trainer, call, how):
+    """Make the ``call``-th training step be interrupted: by a real SIGINT in mid-step, or a KeyboardInterrupt."""
+    import os
+    import signal
+
     calls = {"n": 0}
     real_step = trainer.train_step
 
-    def interrupted_step(x, t):
+    def step(x, t):
         calls["n"] += 1
-        if calls["n"] == 8:  # in the second epoch
-            raise KeyboardInterrupt
+        if calls["n"] == call:
+            if how == "sigint":  # Ctrl-C between the gradient and the update
+                grads = trainer.network.gradient(x, t)
+                os.kill(os.getpid(), signal.SIGINT)
+                trainer.optimizer.update(trainer.network.params, grads)
+                return trainer.network.last_layer.loss
+            raise KeyboardInterrupt  # cut the step short, as a second Ctrl-C would
         return real_step(x, t)
 
-    trainer.train_step = interrupted_step
+    trainer.train_step = step
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_that_step(device, rng, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "interrupted.npz"
+    xpnet.seed(0)
+    straight = make_trainer(np.random.default_rng(0), epochs=3).train()
+
+    xpnet.seed(0)
+    trainer = make_trainer(np.random.default_rng(0), epochs=3, checkpoint_path=path)
+    interrupt_at(trainer, 9, "sigint")  # the third of six steps in the second epoch
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     from xpnet.checkpoint import load_checkpoint
 
-    assert load_checkpoint(path).epoch == 1
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == (1, 3)
+    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
+    assert (resumed.current_epoch, resumed.epoch_step, resumed.optimizer.iter) == (1, 3, 9)
+    resumed.train()
+    np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-5)
+    for k in straight.network.params:
+        np.testing.assert_allclose(to_numpy(resumed.network.params[k]), to_numpy(straight.network.params[k]), rtol=1e-5)
+
+
+def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(rng, tmp_path):
+    path = tmp_path / "interrupted.npz"
+    trainer = make_trainer(rng, epochs=3, checkpoint_path=path)
+    interrupt_at(trainer, 8, "raise")  # in the second epoch
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == (1, 0)
+
+
+def test_resume_keeps_the_checkpoints_learning_rate_unless_one_is_given(rng, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    make_trainer(rng, epochs=1, checkpoint_path=path).train()  # Adam, lr 0.01
+    x, t = blobs(rng)
+    kept = Trainer(MultiLayerNet(6, [10], 3), x, t, x, t, optimizer="Adam", verbose=False, resume=path)
+    assert kept.optimizer.lr == 0.01 and kept.optimizer.iter == 6
+    given = Trainer(MultiLayerNet(6, [10], 3), x, t, x, t, optimizer="Adam", optimizer_param={"lr": 0.05},
+                    verbose=False, resume=path)
+    assert given.optimizer.lr == 0.05 and given.optimizer.iter == 6
 
 
 def test_labels_are_checked_once_before_training(rng):

@@ -59,7 +59,8 @@ def build_parser():
                        help="passes over the training set (default: 40 on digits, 20 on mnist-t10k, 10 on the others)")
     train.add_argument("--batch-size", type=_positive_int, default=100)
     train.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, default="adam")
-    train.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate (default 0.001)")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate (default 0.001; with --resume, the checkpoint's)")
     train.add_argument("--save", metavar="PATH", help="checkpoint (.npz) written after every epoch and on Ctrl-C")
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
     train.add_argument("--plot", metavar="PATH", help="loss and accuracy curves as a PNG (needs matplotlib)")
@@ -140,11 +141,12 @@ def train(args):
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
     network = build_network(args.model, x_train.shape[1:], int(t_train.max()) + 1)
     say = (lambda *a: None) if args.quiet else print
-    say(f"xpnet {__version__}: {args.model} on {args.dataset} ({len(x_train)} train / {len(x_test)} test), "
-        f"device {device}{_device_name(device)}, {args.optimizer} lr={args.lr}, batch {args.batch_size}")
+    lr = args.lr if args.lr is not None or args.resume else 0.001
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
-                      optimizer=args.optimizer, optimizer_param={"lr": args.lr}, verbose=not args.quiet,
-                      seed=args.seed, checkpoint_path=args.save, resume=args.resume)
+                      optimizer=args.optimizer, optimizer_param=None if lr is None else {"lr": lr},
+                      verbose=not args.quiet, seed=args.seed, checkpoint_path=args.save, resume=args.resume)
+    say(f"xpnet {__version__}: {args.model} on {args.dataset} ({len(x_train)} train / {len(x_test)} test), "
+        f"device {device}{_device_name(device)}, {args.optimizer} lr={trainer.optimizer.lr:g}, batch {args.batch_size}")
     start = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - start

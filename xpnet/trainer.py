@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 
 import numpy as np
@@ -40,8 +43,13 @@ class Trainer:
     seed : seeds the shuffling (default: drawn from xpnet's generator, so
         ``xpnet.seed(n)`` makes a run repeatable)
     checkpoint_path : write a checkpoint there after every epoch, and on
-        Ctrl-C; the file is replaced atomically
-    resume : a checkpoint to continue from (parameters, optimizer state, epoch)
+        Ctrl-C; the file is replaced atomically. Ctrl-C takes effect after
+        the step under way, so the checkpoint holds whole steps; a second
+        Ctrl-C stops at once and keeps the previous checkpoint
+    resume : a checkpoint to continue from (parameters, optimizer state,
+        epoch, and the step within it after Ctrl-C). The optimizer keeps the
+        checkpoint's hyperparameters unless ``optimizer_param`` (or an
+        optimizer object) is given: then those win, e.g. a new learning rate
     log_every : steps between reads of the loss from the device (each read is
         a synchronization with the GPU); NaN or infinite losses are found
         at those reads and at the end of each epoch
@@ -74,6 +82,7 @@ class Trainer:
             self.optimizer = get_optimizer(optimizer, **(optimizer_param if optimizer_param is not None else {"lr": 0.01}))
         else:
             self.optimizer = optimizer
+        self._hyperparameters_given = optimizer_param is not None or not isinstance(optimizer, str)
         self.seed = int(host_rng().integers(2**31)) if seed is None else int(seed)
         self.checkpoint_path = checkpoint_path
         self.log_every = max(1, int(log_every))
@@ -81,6 +90,9 @@ class Trainer:
         self.iter_per_epoch = math.ceil(self.train_size / self.batch_size)
         self.current_epoch = 0
         self.current_iter = 0
+        self.epoch_step = 0  # steps done of the epoch under way (after a resume from Ctrl-C, where it goes on)
+        self._pending, self._epoch_losses = [], []  # its losses not yet read from the device, and those read
+        self._interrupt = _DeferredInterrupt()
         self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
         self.epoch_times = []
         _check_labels(network, x_train, t_train)
@@ -105,46 +117,62 @@ class Trainer:
     def train(self):
         """Run the remaining epochs; on Ctrl-C write a checkpoint (if a path was given) and re-raise."""
         try:
-            while self.current_epoch < self.epochs:
-                self._train_epoch()
-                if self.checkpoint_path is not None:
-                    self.save_checkpoint(self.checkpoint_path)
+            with self._interrupt:
+                while self.current_epoch < self.epochs:
+                    self._train_epoch()
+                    if self.checkpoint_path is not None:
+                        self.save_checkpoint(self.checkpoint_path)
         except KeyboardInterrupt:
             if self.checkpoint_path is not None:
-                self.save_checkpoint(self.checkpoint_path)
-                self._say(f"interrupted: checkpoint of epoch {self.current_epoch} written to {self.checkpoint_path}")
+                self._checkpoint_on_interrupt()
             raise
         if self.verbose:
             self._say(f"=============== Final Test Accuracy ===============\ntest acc: {self.test_acc_list[-1]:.4f}")
         return self
 
+    def _checkpoint_on_interrupt(self):
+        if self._interrupt.in_step:
+            self._say(f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it was")
+            return
+        self._epoch_losses += self._read_losses(self._pending, self.current_iter + self.epoch_step - len(self._pending) + 1)
+        self._pending = []
+        self.save_checkpoint(self.checkpoint_path)
+        self._say(f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps of the next "
+                  f"written to {self.checkpoint_path}; --resume continues from there")
+
     def _train_epoch(self):
         epoch = self.current_epoch + 1
         xp = get_array_module(self.x_train)
         bar = _progress(self.iter_per_epoch, f"epoch {epoch}/{self.epochs}", self.verbose)
-        pending, losses = [], []  # device losses not yet read, and those read
+        if bar is not None and self.epoch_step:
+            bar.update(self.epoch_step)
         start, seen = time.perf_counter(), 0
-        for step, index in enumerate(self._batches(epoch), start=1):
+        for index in self._batches(epoch)[self.epoch_step:]:
             index = xp.asarray(index) if xp is not np else index
             device = self.network.device
-            loss = self.train_step(to_device(self.x_train[index], device), to_device(self.t_train[index], device))
-            pending.append(loss)
+            with self._interrupt.step():
+                loss = self.train_step(to_device(self.x_train[index], device), to_device(self.t_train[index], device))
+                self._pending.append(loss)
+                self.epoch_step += 1
+            step = self.epoch_step
             seen += len(index)
             if step % self.log_every == 0 or step == self.iter_per_epoch:
-                losses += self._read_losses(pending, first_step=self.current_iter + step - len(pending) + 1)
-                pending = []
+                self._epoch_losses += self._read_losses(self._pending, self.current_iter + step - len(self._pending) + 1)
+                self._pending = []
                 if bar is not None:
                     rate = seen / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix({"loss": f"{losses[-1]:.4f}", "ex/s": f"{rate:,.0f}"})
+                    bar.set_postfix({"loss": f"{self._epoch_losses[-1]:.4f}", "ex/s": f"{rate:,.0f}"})
             if bar is not None:
                 bar.update(1)
+            self._interrupt.raise_if_requested()
         synchronize()
         self.epoch_times.append(time.perf_counter() - start)
         if bar is not None:
             bar.close()
         self.current_iter += self.iter_per_epoch
-        self.current_epoch = epoch
-        self.train_loss_list += losses
+        self.current_epoch, self.epoch_step = epoch, 0
+        self.train_loss_list += self._epoch_losses
+        self._epoch_losses = []
         self._evaluate()
 
     def _read_losses(self, pending, first_step):
@@ -186,10 +214,10 @@ class Trainer:
         """Parameters, optimizer state, epoch and history, in one atomic .npz (no pickle)."""
         from .checkpoint import save_checkpoint
 
-        history = {"train_loss_list": self.train_loss_list, "train_acc_list": self.train_acc_list,
+        history = {"train_loss_list": self.train_loss_list + self._epoch_losses, "train_acc_list": self.train_acc_list,
                    "test_acc_list": self.test_acc_list, "epoch_times": self.epoch_times}
         save_checkpoint(path, self.network.state(), optimizer=self.optimizer, epoch=self.current_epoch,
-                        seed=self.seed, history=json.dumps(history))
+                        step=self.epoch_step, seed=self.seed, history=json.dumps(history))
 
     def load_checkpoint(self, path):
         """Continue from a checkpoint: it may come from another device than this network's."""
@@ -202,15 +230,66 @@ class Trainer:
             if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
                 raise ValueError(f"{path}: the checkpoint holds the state of {checkpoint.optimizer_name}, "
                                  f"but this run uses {mine}; resume with the same optimizer")
+            given = {name: getattr(self.optimizer, name) for name in self.optimizer.hyperparameters}
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            if self._hyperparameters_given:
+                for name, value in given.items():
+                    if value != getattr(self.optimizer, name):
+                        self._say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(self.optimizer, name):g})")
+                        setattr(self.optimizer, name, value)
         self.current_epoch = int(checkpoint.epoch)
+        self.epoch_step = int(checkpoint.meta.get("step", 0))
+        if not 0 <= self.epoch_step < self.iter_per_epoch:
+            raise ValueError(f"{path}: the checkpoint stopped after step {self.epoch_step} of an epoch, but this run "
+                             f"has {self.iter_per_epoch} steps per epoch; resume with the same data and batch size")
         self.current_iter = self.current_epoch * self.iter_per_epoch
         self.seed = int(checkpoint.meta.get("seed", self.seed))
         history = json.loads(checkpoint.meta.get("history", "{}"))
-        self.train_loss_list = history.get("train_loss_list", [])
+        losses = history.get("train_loss_list", [])
+        done = len(losses) - self.epoch_step  # the losses of the unfinished epoch continue in _epoch_losses
+        self.train_loss_list, self._epoch_losses = losses[:done], losses[done:]
         self.train_acc_list = history.get("train_acc_list", [])
         self.test_acc_list = history.get("test_acc_list", [])
         self.epoch_times = history.get("epoch_times", [])
+
+
+class _DeferredInterrupt:
+    """Ctrl-C (SIGINT) during a training step raises KeyboardInterrupt after the step, not inside it.
+
+    A second Ctrl-C raises at once; ``in_step`` then tells that a step was
+    cut short. Outside the main thread, where Python delivers no signals,
+    nothing is deferred.
+    """
+
+    def __init__(self):
+        self.requested = self.in_step = False
+        self._previous = None
+
+    def __enter__(self):
+        self.requested = self.in_step = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum, frame):
+        if self.requested or not self.in_step:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def step(self):
+        self.in_step = True
+        yield
+        self.in_step = False  # not reached when the step raised: it stays marked as cut short
+
+    def raise_if_requested(self):
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 def _check_data(what, x, t):
