@@ -92,3 +92,14 @@ def test_a_wrong_backward_is_caught(device, rng):
 
     with pytest.raises(GradientCheckError, match="BrokenRelu gradient of x"):
         check_layer_gradient(BrokenRelu(), to_device(distinct_values(rng, (3, 3)), device))
+
+
+def test_a_nan_gradient_is_caught_and_named(device, rng):
+    class NanRelu(Relu):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            dx[1, 2] = float("nan")
+            return dx
+
+    with pytest.raises(GradientCheckError, match=r"NanRelu gradient of x at flat index 5: analytic nan"):
+        check_layer_gradient(NanRelu(), to_device(distinct_values(rng, (3, 3)), device))

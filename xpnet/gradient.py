@@ -142,12 +142,13 @@ def _compare(owner, pairs, rtol, atol):
         a, n = to_numpy(analytic), to_numpy(numerical)
         if a.shape != n.shape:
             raise GradientCheckError(f"gradient of {name}: analytic shape {a.shape} != numerical shape {n.shape}")
-        excess = abs(a - n) - (atol + rtol * abs(n))
-        worst = excess.argmax() if excess.size else None
-        if worst is not None and excess.flat[worst] > 0:
+        bad = ~(abs(a - n) <= atol + rtol * abs(n))  # NaN on either side is a failure too
+        if bad.any():
+            excess = np.where(bad, np.nan_to_num(abs(a - n) - (atol + rtol * abs(n)), nan=np.inf), -np.inf)
+            worst = int(excess.argmax())
             raise GradientCheckError(
                 f"{owner} gradient of {name} at flat index {worst}: analytic "
-                f"{a.flat[worst]!r}, numerical {n.flat[worst]!r} (atol={atol}, rtol={rtol})"
+                f"{float(a.flat[worst])!r}, numerical {float(n.flat[worst])!r} (atol={atol}, rtol={rtol})"
             )
         errors[name] = float(abs(a - n).max()) if a.size else 0.0
     return errors
