@@ -40,11 +40,11 @@ def test_sigmoid(device, rng):
     check_layer_gradient(Sigmoid(), f64(rng, (4, 5), device))
 
 
-@pytest.mark.parametrize("one_hot", [False, True])
-def test_softmax_with_loss(device, rng, one_hot):
+@pytest.mark.parametrize("labels", ["indices", "one-hot", "soft"])
+def test_softmax_with_loss(device, rng, labels):
     t = np.array([1, 0, 3, 2])
-    labels = np.eye(4)[t] if one_hot else t
-    check_layer_gradient(SoftmaxWithLoss(), f64(rng, (4, 4), device), to_device(labels, device))
+    t = {"indices": t, "one-hot": np.eye(4)[t], "soft": rng.dirichlet(np.ones(4), size=4)}[labels]
+    check_layer_gradient(SoftmaxWithLoss(), f64(rng, (4, 4), device), to_device(t, device))
 
 
 def test_dropout_with_a_fixed_mask(device, rng):

@@ -119,3 +119,14 @@ def test_softmax_with_loss_kernels_match_the_generic_path(cp, rng, one_hot):
         results.append((float(loss), to_numpy(dx)))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+
+
+def test_nan_passes_through_relu_and_max_pooling_as_in_the_generic_path(cp):
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4) - 10
+    x[0, 0, 1, 1] = x[1, 0, 3, 2] = np.nan  # the second not first in its window
+    x = to_device(x, "gpu")
+    for make in (Relu, lambda: Pooling(2, 2, stride=2)):
+        fast, generic = both_paths(make, x)
+        np.testing.assert_array_equal(np.isnan(fast["out"]), np.isnan(generic["out"]))
+        assert np.isnan(fast["out"]).sum() == 2
+        np.testing.assert_allclose(fast["out"], generic["out"])

@@ -289,9 +289,27 @@ def test_softmax_with_loss_rejects_labels_of_the_wrong_shape(device, rng):
         SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.array([0, 1]), device))
 
 
-def test_softmax_with_loss_rejects_out_of_range_labels(rng):
-    with pytest.raises(ValueError, match=r"labels must lie in 0..3, got 0..4"):
-        SoftmaxWithLoss().forward(f32(rng, (2, 4), "cpu"), np.array([0, 4]))
+def test_softmax_with_loss_refuses_out_of_range_labels_on_the_cpu_and_gives_nan_on_the_gpu(device, rng):
+    x, t = f32(rng, (2, 4), device), to_device(np.array([0, 4]), device)
+    if device == "cpu":
+        with pytest.raises(ValueError, match=r"labels must lie in 0..3, got 0..4"):
+            SoftmaxWithLoss().forward(x, t)
+        return
+    from xpnet import kernels
+
+    assert np.isnan(float(SoftmaxWithLoss().forward(x, t)))  # the fused kernel
+    with kernels.disabled():
+        assert np.isnan(float(SoftmaxWithLoss().forward(x, t)))  # the generic xp path
+
+
+def test_softmax_with_loss_takes_soft_labels_as_the_full_cross_entropy(device, rng):
+    x, t = rng.standard_normal((3, 4)), rng.dirichlet(np.ones(4), size=3)
+    log_y = x - x.max(axis=1, keepdims=True)
+    log_y -= np.log(np.exp(log_y).sum(axis=1, keepdims=True))
+    loss = SoftmaxWithLoss().forward(to_device(x, device), to_device(t, device))
+    np.testing.assert_allclose(float(loss), -(t * log_y).sum() / 3, rtol=1e-12)
+    hard = SoftmaxWithLoss().forward(to_device(x, device), to_device(t.argmax(axis=1), device))
+    assert float(loss) != pytest.approx(float(hard))  # the book's argmax would make them equal
 
 
 def test_dropout_rejects_a_ratio_outside_zero_one():

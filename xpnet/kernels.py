@@ -163,7 +163,7 @@ _POOL_FORWARD = """
             if (x < 0 || x >= W) continue;
             const T v = img[((n * H + y) * W + x) * C + c];
             total += v;
-            if (!found || v > best) {
+            if (!found || v > best || (v != v && best == best)) {  // NaN wins, as in xp.maximum
                 best = v;
                 best_k = fy * FW + fx;
                 found = true;
@@ -215,12 +215,17 @@ _SOFTMAX_LOSS = """
     T total = 0;
     for (int k = 0; k < K; ++k) total += exp(x[row + k] - top);
     for (int k = 0; k < K; ++k) y[row + k] = exp(x[row + k] - top) / total;
-    loss = log(total) + top - x[row + t[i]];
+    const I label = t[i];
+    // a label outside 0..K-1 makes the loss NaN (sqrt(-1)) instead of reading another row
+    loss = (label >= 0 && label < K) ? log(total) + top - x[row + label] : sqrt((T)-1);
 """
 
 
 def softmax_cross_entropy(x, t):
-    """Row-wise softmax ``y`` (N, K) of C-contiguous scores and each row's loss (N,), in one launch."""
+    """Row-wise softmax ``y`` (N, K) of C-contiguous scores and each row's loss (N,), in one launch.
+
+    A label outside 0..K-1 gives its row a NaN loss: checking on the host would wait for the GPU.
+    """
     cp = backend.xp_of_device("gpu")
     n, k = x.shape
     y = cp.empty_like(x)
@@ -242,8 +247,8 @@ def softmax_cross_entropy_backward(y, t, scale):
 
 
 def relu_forward(x):
-    """``(max(x, 0), x > 0)`` in one launch."""
-    kernel = _kernel("relu", "T x", "T y, bool mask", "mask = x > (T)0; y = mask ? x : (T)0;")
+    """``(max(x, 0), x > 0)`` in one launch; NaN stays NaN, as in ``xp.maximum``."""
+    kernel = _kernel("relu", "T x", "T y, bool mask", "mask = x > (T)0; y = (mask || x != x) ? x : (T)0;")
     return kernel(x)
 
 

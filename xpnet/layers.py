@@ -198,8 +198,17 @@ class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy loss.
 
     ``forward(x, t)``: scores ``x`` (N, K); labels ``t`` as class indices (N,)
-    or one-hot rows (N, K). Returns the loss as a 0-d array on ``x``'s device
-    (read it with ``float(loss)``). ``backward(dout=1)`` returns (N, K).
+    or as rows (N, K) of target probabilities, one-hot or not. Returns the
+    loss as a 0-d array on ``x``'s device (read it with ``float(loss)``).
+    ``backward(dout=1)`` returns (N, K).
+
+    Fixed relative to the book: the book turns label rows into indices with
+    ``argmax`` in the forward pass but uses the rows themselves in the
+    backward pass, so soft labels get a loss and a gradient that disagree;
+    here a row ``t`` gives the full cross-entropy ``-sum(t * log y)`` and its
+    gradient ``sum(t) * y - t``. Index labels outside 0..K-1 are a
+    ValueError on the CPU; on the GPU they make the loss NaN (checking them
+    on the host would wait for the GPU at every step).
     """
 
     def __init__(self):
@@ -218,8 +227,8 @@ class SoftmaxWithLoss:
                 f"{backend.device_of(t)}; move the labels with xpnet.to_device(t, {backend.device_of(x)!r})"
             )
         if t.shape == x.shape:
-            t = t.argmax(axis=1)
-        elif t.shape != (n,):
+            return self._forward_rows(x, t)
+        if t.shape != (n,):
             raise ValueError(
                 f"SoftmaxWithLoss: labels must be indices ({n},) or one-hot ({n}, {k}), got shape {tuple(t.shape)}"
             )
@@ -234,12 +243,26 @@ class SoftmaxWithLoss:
             return self.loss
         log_y = log_softmax(x)
         self.y = xp.exp(log_y)
-        self.loss = -xp.take_along_axis(log_y, self.t[:, None], axis=1).mean()
+        inside = (self.t >= 0) & (self.t < k)
+        picked = xp.take_along_axis(log_y, xp.where(inside, self.t, 0)[:, None], axis=1)[:, 0]
+        self.loss = -xp.where(inside, picked, xp.nan).mean()
+        return self.loss
+
+    def _forward_rows(self, x, t):
+        xp = get_array_module(x)
+        if t.dtype.kind not in "iuf":
+            raise ValueError(f"SoftmaxWithLoss: label rows must be numbers, got dtype {t.dtype}")
+        self.t = t.astype(x.dtype, copy=False)
+        log_y = log_softmax(x)
+        self.y = xp.exp(log_y)
+        self.loss = -(self.t * log_y).sum(axis=1).mean()
         return self.loss
 
     def backward(self, dout=1):
         xp = get_array_module(self.y)
         n = self.y.shape[0]
+        if self.t.ndim == 2:
+            return (self.t.sum(axis=1, keepdims=True) * self.y - self.t) * (dout / n)
         if kernels.active(xp):
             return kernels.softmax_cross_entropy_backward(self.y, self.t, dout / n)
         dx = self.y.copy()
