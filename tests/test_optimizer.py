@@ -234,6 +234,15 @@ def test_a_gradient_for_an_unknown_parameter_is_an_error(device):
         Adam().update(params, to_device({"W2": np.ones(2)}, device))
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_a_gradient_of_another_dtype_is_an_error_on_every_device(device, name):
+    params = to_device({"W1": np.ones(3, dtype=np.float32)}, device)
+    optimizer = get_optimizer(name)
+    with pytest.raises(ValueError, match=r"gradient 'W1' is float64 but the parameter is float32"):
+        optimizer.update(params, to_device({"W1": np.ones(3)}, device))
+    np.testing.assert_array_equal(to_numpy(params["W1"]), 1)
+
+
 def test_a_gradient_of_another_shape_is_an_error(device):
     params = to_device({"W1": np.ones((2, 3))}, device)
     optimizer = Momentum()

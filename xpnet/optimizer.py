@@ -118,6 +118,9 @@ class Optimizer:
             p_dev, g_dev = backend.device_of(param), backend.device_of(grad)
             if p_dev != g_dev:
                 raise DeviceError(f"{name}: gradient {key!r} is on {g_dev} but the parameter is on {p_dev}")
+            if grad.dtype != param.dtype:
+                raise ValueError(f"{name}: gradient {key!r} is {grad.dtype} but the parameter is {param.dtype}; "
+                                 f"compute the gradient in the parameter's dtype")
             for slot in self.slots:  # a loaded state of another network: refuse before changing anything
                 state = getattr(self, slot).get(key)
                 if state is not None and tuple(state.shape) != tuple(param.shape):
