@@ -135,3 +135,20 @@ def test_bad_arguments_are_named():
         MultiLayerNet(4, [5], 3, activation="tanh")
     with pytest.raises(ValueError, match="weight_init_std must be"):
         MultiLayerNet(4, [5], 3, weight_init_std="lecun")
+
+
+def test_load_state_checks_batchnorm_statistics_before_copying_anything(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNetExtend(5, [4, 3], 3, use_batchnorm=True)
+    net.loss(rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6))  # running statistics exist
+    before = {k: to_numpy(v).copy() for k, v in net.state().items()}
+    state = {k: to_numpy(v) + 1 for k, v in net.state().items()}
+    state["BatchNorm1.running_mean"] = np.zeros(7, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"BatchNorm1.running_mean has shape \(7,\) but the network's is \(4,\)"):
+        net.load_state(state)
+    state["BatchNorm1.running_mean"] = np.zeros(4, dtype=np.float32)
+    del state["BatchNorm2.running_var"]
+    with pytest.raises(ValueError, match=r"missing entries \['BatchNorm2.running_var'\]"):
+        net.load_state(state)
+    for k, v in net.state().items():
+        np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)

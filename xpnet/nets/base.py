@@ -125,20 +125,32 @@ class Network:
         return state
 
     def load_state(self, state, where="state"):
-        """Copy ``state`` (host or device arrays) into the network in place, checking names and shapes."""
+        """Copy ``state`` (host or device arrays) into the network in place, checking names and shapes.
+
+        Everything is checked before anything is copied, so a wrong file leaves the network as it was.
+        """
         from ..checkpoint import restore_params
 
         params = {k: v for k, v in state.items() if "." not in k}
         buffers = {k: v for k, v in state.items() if "." in k}
-        restore_params(self.params, params, where=where)
-        xp = get_array_module(*self.params.values())
         for key, value in buffers.items():
             lname, buffer = key.split(".", 1)
             layer = self.layers.get(lname)
-            if layer is None or buffer not in _BUFFERS:
+            if layer is None or buffer not in _BUFFERS or not hasattr(layer, buffer):
                 raise ValueError(f"{where}: unexpected entry {key!r}")
-            dtype = self.params[next(iter(self.params))].dtype
-            setattr(layer, buffer, xp.asarray(to_device(value, self.device), dtype=dtype))
+            expected = tuple(layer.gamma.shape)  # a running statistic has one value per feature or channel
+            if tuple(value.shape) != expected:
+                raise ValueError(f"{where}: {key} has shape {tuple(value.shape)} but the network's is {expected}")
+        saved = {key.split(".", 1)[0] for key in buffers}
+        missing = [f"{lname}.{b}" for lname in saved for b in _BUFFERS if f"{lname}.{b}" not in buffers]
+        if missing:
+            raise ValueError(f"{where}: missing entries {missing}")
+        restore_params(self.params, params, where=where)
+        xp = get_array_module(*self.params.values())
+        dtype = self.params[next(iter(self.params))].dtype
+        for key, value in buffers.items():
+            lname, buffer = key.split(".", 1)
+            setattr(self.layers[lname], buffer, xp.asarray(to_device(value, self.device), dtype=dtype))
 
     def save_params(self, file_name="params.npz"):
         """Write parameters (and batch-norm statistics) to an .npz file, atomically, without pickle."""
