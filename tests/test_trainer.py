@@ -157,8 +157,10 @@ def test_resume_keeps_the_checkpoints_learning_rate_unless_one_is_given(rng, tmp
 
 def test_labels_are_checked_once_before_training(rng):
     x, t = blobs(rng)
-    with pytest.raises(ValueError, match="labels run from 3 to 5, but the network has 3 outputs"):
+    with pytest.raises(ValueError, match="training labels run from 3 to 5, but the network has 3 outputs"):
         Trainer(MultiLayerNet(6, [4], 3), x, t + 3, x, t, verbose=False)
+    with pytest.raises(ValueError, match="test labels run from -1 to 1, but the network has 3 outputs"):
+        Trainer(MultiLayerNet(6, [4], 3), x, t, x, t - 1, verbose=False)
     with pytest.raises(ValueError, match="training data: 120 examples but 119 labels"):
         Trainer(MultiLayerNet(6, [4], 3), x, t[:-1], x, t, verbose=False)
 

@@ -95,7 +95,8 @@ class Trainer:
         self._interrupt = _DeferredInterrupt()
         self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
         self.epoch_times = []
-        _check_labels(network, x_train, t_train)
+        _check_labels(network, x_train, t_train, "training")
+        _check_labels(network, x_test, t_test, "test")
         if resume is not None:
             self.load_checkpoint(resume)
 
@@ -299,18 +300,18 @@ def _check_data(what, x, t):
         raise ValueError(f"{what} data is empty")
 
 
-def _check_labels(network, x, t):
+def _check_labels(network, x, t, what):
     """Once, on the host: labels are valid class indices (or one-hot rows) for the network's output."""
     classes = network.predict(x[:1]).shape[1]
     labels = to_numpy(t)
     if labels.ndim == 2:
         if labels.shape[1] != classes:
-            raise ValueError(f"one-hot labels have {labels.shape[1]} columns but the network has {classes} outputs")
+            raise ValueError(f"{what} one-hot labels have {labels.shape[1]} columns but the network has {classes} outputs")
         return
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integer class indices or one-hot rows, got dtype {labels.dtype}")
+        raise ValueError(f"{what} labels must be integer class indices or one-hot rows, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(f"labels run from {labels.min()} to {labels.max()}, but the network has {classes} outputs")
+        raise ValueError(f"{what} labels run from {labels.min()} to {labels.max()}, but the network has {classes} outputs")
 
 
 def _progress(total, desc, verbose):
