@@ -58,7 +58,8 @@ def test_deep_convnet_has_no_dropout_after_its_last_affine_layer():
     assert sum(isinstance(layer, Dropout) for layer in layers.values()) == 1
 
 
-def test_evaluation_runs_dropout_in_test_mode(rng):
+def test_evaluation_runs_dropout_in_test_mode(device, rng):
+    xpnet.set_device(device)
     net = DeepConvNet()
     x, t = data(rng, (4, 1, 28, 28))
     assert float(net.loss(x, t)) == float(net.loss(x, t))  # deterministic: no dropout masks
@@ -103,13 +104,15 @@ def test_to_moves_parameters_and_statistics_and_keeps_layers_bound(device, rng):
     np.testing.assert_allclose(to_numpy(net.predict(x)), expected, rtol=1e-5)
 
 
-def test_accuracy_takes_one_hot_labels(rng):
+def test_accuracy_takes_one_hot_labels(device, rng):
+    xpnet.set_device(device)
     net = MultiLayerNet(4, [5], 3)
     x, t = data(rng, (10, 4), 3)
     assert net.accuracy(x, np.eye(3)[t]) == net.accuracy(x, t)
 
 
-def test_weight_decay_adds_to_the_loss(rng):
+def test_weight_decay_adds_to_the_loss(device, rng):
+    xpnet.set_device(device)
     xpnet.seed(1)
     plain = MultiLayerNet(4, [5], 3)
     xpnet.seed(1)

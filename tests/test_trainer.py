@@ -132,7 +132,8 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_th
         np.testing.assert_allclose(to_numpy(resumed.network.params[k]), to_numpy(straight.network.params[k]), rtol=1e-5)
 
 
-def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(rng, tmp_path):
+def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(device, rng, tmp_path):
+    xpnet.set_device(device)
     path = tmp_path / "interrupted.npz"
     trainer = make_trainer(rng, epochs=3, checkpoint_path=path)
     interrupt_at(trainer, 8, "raise")  # in the second epoch
@@ -155,7 +156,8 @@ def test_resume_keeps_the_checkpoints_learning_rate_unless_one_is_given(rng, tmp
     assert given.optimizer.lr == 0.05 and given.optimizer.iter == 6
 
 
-def test_labels_are_checked_once_before_training(rng):
+def test_labels_are_checked_once_before_training(device, rng):
+    xpnet.set_device(device)
     x, t = blobs(rng)
     with pytest.raises(ValueError, match="training labels run from 3 to 5, but the network has 3 outputs"):
         Trainer(MultiLayerNet(6, [4], 3), x, t + 3, x, t, verbose=False)
