@@ -240,6 +240,9 @@ def to_device(x, device=None):
         return to_numpy(x)
     cp = _require_cupy()
     with cp.cuda.Device(int(target[4:])):
+        if is_cupy_array(x):
+            # asarray would hand back an array on another GPU as it is; copy() copies to the current one
+            return x if device_of(x) == target else x.copy()
         return cp.asarray(x)
 
 
