@@ -188,7 +188,7 @@ def main(argv=None):
     parser.add_argument("--memory-batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--out", type=Path, default=None, help="folder for cpu-<date>.json and .md")
+    parser.add_argument("--out", type=Path, default=None, help="folder for cpu-vs-pytorch-<cores>core-<date>.json and .md")
     args = parser.parse_args(argv)
     THREADS = args.threads
     set_threads(THREADS)

@@ -28,7 +28,8 @@ study = optuna.create_study(direction="maximize", sampler=optuna.samplers.Random
 study.optimize(objective, n_trials=100)
 
 print("=========== Hyper-Parameter Optimization Result ===========")
-best = sorted(study.trials, key=lambda trial: -trial.value)[:20]
+finished = [trial for trial in study.trials if trial.value is not None]  # a diverged trial has none
+best = sorted(finished, key=lambda trial: -trial.value)[:20]
 for rank, trial in enumerate(best, start=1):
     print(f"Best-{rank}(val acc:{trial.value:.2f}) | lr:{trial.params['lr']:.3g}, "
           f"weight decay:{trial.params['weight_decay']:.3g}")

@@ -156,6 +156,14 @@ def test_resume_keeps_the_checkpoints_learning_rate_unless_one_is_given(rng, tmp
     assert given.optimizer.lr == 0.05 and given.optimizer.iter == 6
 
 
+def test_optimizer_param_with_an_optimizer_object_is_refused(rng):
+    from xpnet.optimizer import SGD
+
+    x, t = blobs(rng)
+    with pytest.raises(ValueError, match="optimizer_param is for an optimizer given by name; SGD was given as an object"):
+        Trainer(MultiLayerNet(6, [4], 3), x, t, x, t, optimizer=SGD(0.1), optimizer_param={"lr": 0.5}, verbose=False)
+
+
 def test_labels_are_checked_once_before_training(device, rng):
     xpnet.set_device(device)
     x, t = blobs(rng)

@@ -59,7 +59,10 @@ class Trainer:
     replacement and counts epochs in floats, which can skip evaluations), and
     accuracies are measured with dropout off.
 
-    After ``train()``: ``train_loss_list`` (one float per step),
+    After ``train()``: ``train_loss_list`` (one float per step: the
+    cross-entropy of the batch, read from the forward pass of the training
+    step, without a weight-decay penalty; the book runs the forward pass
+    again for it, penalty included),
     ``train_acc_list`` and ``test_acc_list`` (one per epoch), ``epoch_times``
     (seconds per epoch, evaluation excluded).
     """
@@ -80,6 +83,9 @@ class Trainer:
         self.verbose = verbose
         if isinstance(optimizer, str):
             self.optimizer = get_optimizer(optimizer, **(optimizer_param if optimizer_param is not None else {"lr": 0.01}))
+        elif optimizer_param is not None:
+            raise ValueError(f"optimizer_param is for an optimizer given by name; {type(optimizer).__name__} was given "
+                             f"as an object, so set its hyperparameters there")
         else:
             self.optimizer = optimizer
         self._hyperparameters_given = optimizer_param is not None or not isinstance(optimizer, str)
