@@ -24,6 +24,20 @@ def make_trainer(rng, epochs=3, **kwargs):
     return Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=epochs, mini_batch_size=16, **options)
 
 
+def seeded_trainer(epochs, **kwargs):
+    """The same data, initial weights and shuffles every time it is called."""
+    xpnet.seed(0)
+    return make_trainer(np.random.default_rng(0), epochs=epochs, **kwargs)
+
+
+def assert_same_run(trainer, reference):
+    """The same losses step by step and the same final parameters (float32 tolerance)."""
+    np.testing.assert_allclose(trainer.train_loss_list, reference.train_loss_list, rtol=1e-5)
+    for k in reference.network.params:
+        np.testing.assert_allclose(to_numpy(trainer.network.params[k]), to_numpy(reference.network.params[k]),
+                                   rtol=1e-5, err_msg=k)
+
+
 def test_an_epoch_is_one_pass_without_replacement(rng):
     trainer = make_trainer(rng)
     batches = trainer._batches(epoch=1)
@@ -72,19 +86,14 @@ def test_a_diverging_loss_stops_with_the_step_and_keeps_the_checkpoint(device, r
 def test_checkpoint_and_resume_continue_where_training_stopped(device, rng, tmp_path):
     xpnet.set_device(device)
     path = tmp_path / "ckpt.npz"
-    xpnet.seed(0)
-    straight = make_trainer(np.random.default_rng(0), epochs=4).train()
-
-    xpnet.seed(0)
-    first = make_trainer(np.random.default_rng(0), epochs=2, checkpoint_path=path).train()
+    straight = seeded_trainer(4).train()
+    first = seeded_trainer(2, checkpoint_path=path).train()
     assert first.current_epoch == 2
     xpnet.seed(99)  # the resumed run gets everything it needs from the checkpoint
     resumed = make_trainer(np.random.default_rng(0), epochs=4, resume=path)
     assert resumed.current_epoch == 2 and len(resumed.test_acc_list) == 2
     resumed.train()
-    np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-5)
-    for k in straight.network.params:
-        np.testing.assert_allclose(to_numpy(resumed.network.params[k]), to_numpy(straight.network.params[k]), rtol=1e-5)
+    assert_same_run(resumed, straight)
 
 
 def interrupt_at(trainer, call, how):
@@ -112,11 +121,8 @@ def interrupt_at(trainer, call, how):
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_that_step(device, rng, tmp_path):
     xpnet.set_device(device)
     path = tmp_path / "interrupted.npz"
-    xpnet.seed(0)
-    straight = make_trainer(np.random.default_rng(0), epochs=3).train()
-
-    xpnet.seed(0)
-    trainer = make_trainer(np.random.default_rng(0), epochs=3, checkpoint_path=path)
+    straight = seeded_trainer(3).train()
+    trainer = seeded_trainer(3, checkpoint_path=path)
     interrupt_at(trainer, 9, "sigint")  # the third of six steps in the second epoch
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
@@ -127,9 +133,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_th
     resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
     assert (resumed.current_epoch, resumed.epoch_step, resumed.optimizer.iter) == (1, 3, 9)
     resumed.train()
-    np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-5)
-    for k in straight.network.params:
-        np.testing.assert_allclose(to_numpy(resumed.network.params[k]), to_numpy(straight.network.params[k]), rtol=1e-5)
+    assert_same_run(resumed, straight)
 
 
 def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(device, rng, tmp_path):
