@@ -129,6 +129,7 @@ class Trainer:
                     self._train_epoch()
                     if self.checkpoint_path is not None:
                         self.save_checkpoint(self.checkpoint_path)
+                    self._interrupt.raise_if_requested()
         except KeyboardInterrupt:
             if self.checkpoint_path is not None:
                 self._checkpoint_on_interrupt()
@@ -180,7 +181,8 @@ class Trainer:
         self.current_epoch, self.epoch_step = epoch, 0
         self.train_loss_list += self._epoch_losses
         self._epoch_losses = []
-        self._evaluate()
+        with self._interrupt.step():  # a finished epoch is checkpointed with its accuracies
+            self._evaluate()
 
     def _read_losses(self, pending, first_step):
         xp = get_array_module(*pending)
