@@ -81,12 +81,14 @@ def test_softmax_with_loss_against_closed_form(device):
     np.testing.assert_allclose(dx, (y - np.eye(3)[t]) / 2, rtol=1e-5, atol=1e-7)
 
 
-def test_softmax_with_loss_takes_one_hot_labels_too(device, rng):
+@pytest.mark.parametrize("row_dtype", [np.float32, np.int64, np.bool_])
+def test_softmax_with_loss_takes_one_hot_labels_too(device, rng, row_dtype):
     x = f32(rng, (5, 4), device)
     t = np.array([0, 3, 1, 1, 2])
-    by_index = float(SoftmaxWithLoss().forward(x, to_device(t, device)))
-    by_one_hot = float(SoftmaxWithLoss().forward(x, to_device(np.eye(4, dtype=np.float32)[t], device)))
-    assert by_index == pytest.approx(by_one_hot)
+    by_index, by_one_hot = SoftmaxWithLoss(), SoftmaxWithLoss()
+    loss = float(by_index.forward(x, to_device(t, device)))
+    assert float(by_one_hot.forward(x, to_device(np.eye(4, dtype=row_dtype)[t], device))) == pytest.approx(loss)
+    np.testing.assert_allclose(to_numpy(by_one_hot.backward()), to_numpy(by_index.backward()), rtol=1e-5, atol=1e-7)
 
 
 def test_softmax_with_loss_is_finite_for_huge_scores(device):
@@ -161,6 +163,17 @@ def test_batchnorm_uses_running_statistics_at_test_time(device, rng):
     np.testing.assert_allclose(to_numpy(bn.running_mean), x.mean(0), rtol=1e-5)
     out = to_numpy(bn.forward(to_device(x[:5], device), train_flg=False))
     np.testing.assert_allclose(out, (x[:5] - x.mean(0)) / np.sqrt(x.var(0) + bn.eps), rtol=1e-4, atol=1e-5)
+
+
+def test_max_pooling_keeps_nan_and_routes_the_gradient_to_the_first_nan(device):
+    x = np.array([[1, 5, np.nan, 0], [3, np.nan, 8, np.nan], [0, 2, 1, 1], [7, 0, 0, 9]], np.float32).reshape(1, 1, 4, 4)
+    pool = Pooling(2, 2, stride=2)
+    out = to_numpy(pool.forward(to_device(x, device)))
+    np.testing.assert_array_equal(out[0, 0], [[np.nan, np.nan], [7, 9]])  # as xp.maximum: divergence shows
+    dx = to_numpy(pool.backward(to_device(np.array([10, 20, 30, 40], np.float32).reshape(1, 1, 2, 2), device)))
+    expected = np.zeros((4, 4), np.float32)
+    expected[1, 1], expected[0, 2], expected[3, 0], expected[3, 3] = 10, 20, 30, 40
+    np.testing.assert_array_equal(dx[0, 0], expected)
 
 
 def test_max_pooling_padding_never_wins_over_negative_values(device):

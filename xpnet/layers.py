@@ -250,7 +250,7 @@ class SoftmaxWithLoss:
 
     def _forward_rows(self, x, t):
         xp = get_array_module(x)
-        if t.dtype.kind not in "iuf":
+        if t.dtype.kind not in "biuf":
             raise ValueError(f"SoftmaxWithLoss: label rows must be numbers, got dtype {t.dtype}")
         self.t = t.astype(x.dtype, copy=False)
         log_y = log_softmax(x)
@@ -567,10 +567,11 @@ class Pooling:
         out = next(pixels).copy()
         if self.mode == "max":
             # A running maximum over the window offsets: strict '>' keeps the first maximum, as argmax does.
+            # A NaN wins, as in xp.maximum, and the first one keeps the gradient.
             self.arg_max = xp.zeros(out.shape, dtype=xp.uint8 if self.pool_h * self.pool_w < 256 else xp.int32)
             index = self.arg_max.dtype.type
             for k, candidate in enumerate(pixels, start=1):
-                better = candidate > out
+                better = ~(candidate <= out) & (out == out)
                 xp.maximum(out, candidate, out=out)
                 # arg_max = k where better, else unchanged; arithmetic is many times faster than where().
                 self.arg_max *= ~better
