@@ -43,13 +43,25 @@ def test_save_resume_and_plot(tmp_path, capsys):
 
 def test_resume_trains_with_the_checkpoints_learning_rate_unless_lr_is_given(tmp_path, capsys):
     ckpt = tmp_path / "run.npz"
-    assert main(["train", "--model", "mlp", "--epochs", "1", "--lr", "0.01", "--save", str(ckpt), "--quiet"]) == 0
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--lr", "0.003", "--save", str(ckpt), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["train", "--model", "mlp", "--epochs", "2", "--resume", str(ckpt)]) == 0
-    assert "adam lr=0.01," in capsys.readouterr().out
+    assert "adam lr=0.003," in capsys.readouterr().out
     assert main(["train", "--model", "mlp", "--epochs", "3", "--resume", str(ckpt), "--lr", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "adam lr=0.05," in out and "after 3 epochs" in out
+
+
+def test_resume_from_a_checkpoint_without_optimizer_state_uses_the_default_learning_rate(tmp_path, capsys):
+    from xpnet.checkpoint import save_checkpoint
+    from xpnet.recipes import build_network, load_dataset
+
+    (x, _), _ = load_dataset("digits")
+    ckpt = tmp_path / "weights.npz"
+    save_checkpoint(ckpt, build_network("mlp", x.shape[1:]).state(), epoch=1)
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--resume", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "adam lr=0.001," in out and "after 2 epochs" in out
 
 
 def test_resuming_with_another_model_names_the_mismatch(tmp_path):

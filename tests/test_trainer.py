@@ -1,5 +1,8 @@
 """The Trainer: exact epochs, reproducibility, divergence, checkpoints and resuming."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -96,11 +99,13 @@ def test_checkpoint_and_resume_continue_where_training_stopped(device, rng, tmp_
     assert_same_run(resumed, straight)
 
 
+def ctrl_c():
+    """A real Ctrl-C: SIGINT to this process, handled by the Trainer before the next bytecode."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def interrupt_at(trainer, call, how):
     """Make the ``call``-th training step be interrupted: by a real SIGINT in mid-step, or a KeyboardInterrupt."""
-    import os
-    import signal
-
     calls = {"n": 0}
     real_step = trainer.train_step
 
@@ -109,7 +114,7 @@ def interrupt_at(trainer, call, how):
         if calls["n"] == call:
             if how == "sigint":  # Ctrl-C between the gradient and the update
                 grads = trainer.network.gradient(x, t)
-                os.kill(os.getpid(), signal.SIGINT)
+                ctrl_c()
                 trainer.optimizer.update(trainer.network.params, grads)
                 return trainer.network.last_layer.loss
             raise KeyboardInterrupt  # cut the step short, as a second Ctrl-C would
@@ -136,6 +141,55 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_th
     assert_same_run(resumed, straight)
 
 
+@pytest.mark.parametrize("call, log_every, where", [
+    (9, 20, (1, 3)),  # mid-epoch, with losses still on the device
+    (10, 2, (1, 4)),  # on a step whose loss was just read
+    (12, 20, (2, 0)),  # on the last step of an epoch: the epoch is finished and evaluated first
+])
+def test_ctrl_c_anywhere_in_an_epoch_resumes_to_the_same_run(device, rng, tmp_path, call, log_every, where):
+    xpnet.set_device(device)
+    path = tmp_path / "interrupted.npz"
+    straight = seeded_trainer(3, log_every=log_every).train()
+    trainer = seeded_trainer(3, checkpoint_path=path, log_every=log_every)
+    interrupt_at(trainer, call, "sigint")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == where
+    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path, log_every=log_every)
+    assert len(resumed.test_acc_list) == where[0]
+    resumed.train()
+    assert_same_run(resumed, straight)
+    assert resumed.test_acc_list == straight.test_acc_list
+
+
+def test_ctrl_c_during_the_evaluation_keeps_the_epochs_accuracies(device, rng, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "interrupted.npz"
+    straight = seeded_trainer(3).train()
+    trainer = seeded_trainer(3, checkpoint_path=path)
+    evaluate = trainer._evaluate
+
+    def interrupted_evaluation():
+        if trainer.current_epoch == 2:
+            ctrl_c()
+        evaluate()
+
+    trainer._evaluate = interrupted_evaluation
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == (2, 0)
+    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
+    assert resumed.test_acc_list == straight.test_acc_list[:2]
+    resumed.train()
+    assert_same_run(resumed, straight)
+
+
 def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(device, rng, tmp_path):
     xpnet.set_device(device)
     path = tmp_path / "interrupted.npz"
@@ -149,15 +203,15 @@ def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(device, rng, tmp_
     assert (checkpoint.epoch, checkpoint.meta["step"]) == (1, 0)
 
 
-def test_resume_keeps_the_checkpoints_learning_rate_unless_one_is_given(rng, tmp_path):
+def test_resume_keeps_the_checkpoints_hyperparameters_except_those_given(rng, tmp_path):
     path = tmp_path / "ckpt.npz"
-    make_trainer(rng, epochs=1, checkpoint_path=path).train()  # Adam, lr 0.01
+    make_trainer(rng, epochs=1, checkpoint_path=path, optimizer_param={"lr": 0.003, "beta2": 0.99}).train()
     x, t = blobs(rng)
     kept = Trainer(MultiLayerNet(6, [10], 3), x, t, x, t, optimizer="Adam", verbose=False, resume=path)
-    assert kept.optimizer.lr == 0.01 and kept.optimizer.iter == 6
+    assert (kept.optimizer.lr, kept.optimizer.beta2, kept.optimizer.iter) == (0.003, 0.99, 6)
     given = Trainer(MultiLayerNet(6, [10], 3), x, t, x, t, optimizer="Adam", optimizer_param={"lr": 0.05},
                     verbose=False, resume=path)
-    assert given.optimizer.lr == 0.05 and given.optimizer.iter == 6
+    assert (given.optimizer.lr, given.optimizer.beta2, given.optimizer.iter) == (0.05, 0.99, 6)
 
 
 def test_optimizer_param_with_an_optimizer_object_is_refused(rng):

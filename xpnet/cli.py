@@ -129,6 +129,7 @@ def select_device(name):
 
 def train(args):
     from . import backend
+    from .checkpoint import load_checkpoint
     from .plot import require_matplotlib, plot_training
     from .recipes import build_network, load_dataset
     from .trainer import Trainer
@@ -141,7 +142,9 @@ def train(args):
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
     network = build_network(args.model, x_train.shape[1:], int(t_train.max()) + 1)
     say = (lambda *a: None) if args.quiet else print
-    lr = args.lr if args.lr is not None or args.resume else 0.001
+    lr = args.lr
+    if lr is None and not (args.resume and load_checkpoint(args.resume).optimizer_state):
+        lr = 0.001  # a resumed run keeps the checkpoint's learning rate, where it has one
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
                       optimizer=args.optimizer, optimizer_param=None if lr is None else {"lr": lr},
                       verbose=not args.quiet, seed=args.seed, checkpoint_path=args.save, resume=args.resume)

@@ -44,12 +44,14 @@ class Trainer:
         ``xpnet.seed(n)`` makes a run repeatable)
     checkpoint_path : write a checkpoint there after every epoch, and on
         Ctrl-C; the file is replaced atomically. Ctrl-C takes effect after
-        the step under way, so the checkpoint holds whole steps; a second
-        Ctrl-C stops at once and keeps the previous checkpoint
+        the step under way (after an epoch's last step, once the epoch is
+        evaluated), so the checkpoint holds whole steps; a second Ctrl-C
+        stops at once and keeps the previous checkpoint
     resume : a checkpoint to continue from (parameters, optimizer state,
         epoch, and the step within it after Ctrl-C). The optimizer keeps the
-        checkpoint's hyperparameters unless ``optimizer_param`` (or an
-        optimizer object) is given: then those win, e.g. a new learning rate
+        checkpoint's hyperparameters except those named in ``optimizer_param``
+        (all of them for an optimizer object): ``{"lr": 0.001}`` changes the
+        learning rate and keeps, say, Adam's beta1 and beta2
     log_every : steps between reads of the loss from the device (each read is
         a synchronization with the GPU); NaN or infinite losses are found
         at those reads and at the end of each epoch
@@ -88,7 +90,9 @@ class Trainer:
                              f"as an object, so set its hyperparameters there")
         else:
             self.optimizer = optimizer
-        self._hyperparameters_given = optimizer_param is not None or not isinstance(optimizer, str)
+        # On resume these hyperparameters override the checkpoint's; the others come from it.
+        self._given = tuple(optimizer_param) if optimizer_param is not None else (
+            () if isinstance(optimizer, str) else tuple(self.optimizer.hyperparameters))
         self.seed = int(host_rng().integers(2**31)) if seed is None else int(seed)
         self.checkpoint_path = checkpoint_path
         self.log_every = max(1, int(log_every))
@@ -142,8 +146,9 @@ class Trainer:
         if self._interrupt.in_step:
             self._say(f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it was")
             return
-        self._epoch_losses += self._read_losses(self._pending, self.current_iter + self.epoch_step - len(self._pending) + 1)
-        self._pending = []
+        if self._pending:
+            self._epoch_losses += self._read_losses(self._pending, self.current_iter + self.epoch_step - len(self._pending) + 1)
+            self._pending = []
         self.save_checkpoint(self.checkpoint_path)
         self._say(f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps of the next "
                   f"written to {self.checkpoint_path}; --resume continues from there")
@@ -172,7 +177,8 @@ class Trainer:
                     bar.set_postfix({"loss": f"{self._epoch_losses[-1]:.4f}", "ex/s": f"{rate:,.0f}"})
             if bar is not None:
                 bar.update(1)
-            self._interrupt.raise_if_requested()
+            if step < self.iter_per_epoch:  # after the last step the epoch is finished and checkpointed first
+                self._interrupt.raise_if_requested()
         synchronize()
         self.epoch_times.append(time.perf_counter() - start)
         if bar is not None:
@@ -239,13 +245,12 @@ class Trainer:
             if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
                 raise ValueError(f"{path}: the checkpoint holds the state of {checkpoint.optimizer_name}, "
                                  f"but this run uses {mine}; resume with the same optimizer")
-            given = {name: getattr(self.optimizer, name) for name in self.optimizer.hyperparameters}
+            given = {name: getattr(self.optimizer, name) for name in self._given}
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
-            if self._hyperparameters_given:
-                for name, value in given.items():
-                    if value != getattr(self.optimizer, name):
-                        self._say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(self.optimizer, name):g})")
-                        setattr(self.optimizer, name, value)
+            for name, value in given.items():
+                if value != getattr(self.optimizer, name):
+                    self._say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(self.optimizer, name):g})")
+                    setattr(self.optimizer, name, value)
         self.current_epoch = int(checkpoint.epoch)
         self.epoch_step = int(checkpoint.meta.get("step", 0))
         if not 0 <= self.epoch_step < self.iter_per_epoch:
