@@ -168,7 +168,8 @@ def build_parser():
                         help=f"a range (scale log, linear or int) or NAME=VALUE to fix one; names: "
                              f"{', '.join(PARAM_TYPES)}; default: {' '.join(map(str, DEFAULT_SPACE.values()))}")
     parser.add_argument("--trials", type=_positive_int, default=None,
-                        help="trials this worker runs, added to the study (default 100, the book's; 4 with --quick)")
+                        help="trials in the study, from all runs and workers together (default 100, the book's; "
+                             "4 with --quick): a rerun runs only the missing ones")
     parser.add_argument("--epochs", type=_positive_int, default=None, help="epochs per trial (default 50, the book's)")
     parser.add_argument("--train-size", type=_train_size, default=None, metavar="N|all",
                         help="training examples used, validation included (default 500, the book's)")
@@ -240,7 +241,7 @@ def main(argv=None):
             print(f"xpnet search: study {name!r} in {url}: {settings['train']} training / {settings['validation']} "
                   f"validation examples of {args.dataset} (the test set is not used), {args.epochs} epochs, "
                   f"{args.sampler} sampler, {args.trials} trials on {device}; "
-                  f"{report.count_finished(study)} finished before")
+                  f"{studies.counted(study)} done before")
             objective = studies.make_objective(train, validation, space, args.epochs, args.optimizer, seed,
                                                report=args.pruner != "none")
             studies.run(study, objective, args.trials, say=None if args.quiet else print)

@@ -16,11 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["count_finished", "best_rows", "spread", "format_table", "plot_search", "report"]
-
-
-def count_finished(study):
-    return sum(trial.state.is_finished() for trial in study.get_trials(deepcopy=False))
+__all__ = ["best_rows", "spread", "format_table", "plot_search", "report"]
 
 
 def _states(study):

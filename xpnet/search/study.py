@@ -6,6 +6,8 @@ Imported only once optuna is known to be installed (see ``require_optuna``).
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 import time
 
 import numpy as np
@@ -16,7 +18,7 @@ from ..nets import MultiLayerNet
 from ..trainer import Trainer, TrainingDivergedError
 
 __all__ = ["split_train_validation", "trial_seed", "make_objective", "make_sampler", "make_pruner",
-           "TrialSeededSampler", "open_storage", "open_study", "run"]
+           "TrialSeededSampler", "open_storage", "open_study", "counted", "run"]
 
 _TRAINING, _SAMPLING = 0, 1  # the two uses of a trial's seed
 
@@ -59,13 +61,15 @@ def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0,
     early (each report is a write to the storage: without a pruner, leave it
     off; on SQLite it costs more than training on the digits). A
     run whose loss diverges ends as a FAIL trial (the value NaN) with the
-    reason in its user attribute ``diverged``.
+    reason in its user attribute ``diverged``. Each trial records the worker
+    that ran it (``host:pid``) in its user attribute ``worker``.
     """
     (x_train, t_train), (x_val, t_val) = train, validation
     input_size = int(np.prod(x_train.shape[1:]))
     classes = int(max(t_train.max(), t_val.max())) + 1
 
     def objective(trial):
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         value = {name: param.suggest(trial) for name, param in space.items()}
         seed_of_trial = trial_seed(seed, trial.number)
         backend.seed(seed_of_trial)  # initial weights
@@ -209,10 +213,41 @@ def open_study(storage, name, settings, url, sampler=None, pruner=None):
     return study
 
 
+def counted(study):
+    """How many trials count toward the study's total: complete, pruned, or failed by divergence.
+
+    Divergence is an outcome of a trial's values; a trial cut short by
+    Ctrl-C, an error or a killed worker does not count, so it is made up
+    for with the next trial number.
+    """
+    def counts(trial):
+        state = trial.state.name
+        return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "diverged" in trial.user_attrs)
+
+    return sum(counts(trial) for trial in study.get_trials(deepcopy=False))
+
+
 def run(study, objective, trials, say=None):
-    """Run ``trials`` more trials in this process; ``say(line)`` after each. Ctrl-C: the running trial FAILs."""
-    callbacks = [lambda study, trial: say(describe(trial))] if say is not None else []
-    study.optimize(objective, n_trials=trials, callbacks=callbacks, gc_after_trial=False)
+    """Run trials in this process until the study holds ``trials`` (see :func:`counted`); returns how many ran.
+
+    ``say(line)`` after each trial. A rerun after Ctrl-C runs only the
+    missing trials, and workers sharing the study stop once it is reached;
+    the trials the other workers are running then still finish, so a study
+    shared by k workers can end with up to k - 1 trials more.
+    """
+    ran = []
+
+    def after(study, trial):
+        ran.append(trial.number)
+        if say is not None:
+            say(describe(trial))
+        if counted(study) >= trials:
+            study.stop()
+
+    missing = trials - counted(study)
+    if missing > 0:
+        study.optimize(objective, n_trials=missing, callbacks=[after], gc_after_trial=False)
+    return len(ran)
 
 
 def describe(trial):
