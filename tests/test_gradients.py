@@ -5,8 +5,9 @@ import pytest
 
 import xpnet
 from xpnet import to_device, to_numpy
-from xpnet.gradient import GradientCheckError, check_layer_gradient, numerical_gradient
+from xpnet.gradient import GradientCheckError, check_layer_gradient, check_network_gradient, numerical_gradient
 from xpnet.layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+from xpnet.nets import MultiLayerNet
 
 from reference import distinct_values
 
@@ -71,7 +72,9 @@ def test_batchnorm_in_test_mode(device, rng):
 
 @pytest.mark.parametrize(
     "shape, filt, stride, pad",
-    [((2, 3, 5, 5), (2, 3, 3), 1, 0), ((2, 2, 6, 5), (3, 2, 3), 2, 1), ((1, 2, 7, 7), (2, 3, 3), 3, 2)],
+    [((2, 3, 5, 5), (2, 3, 3), 1, 0), ((2, 2, 6, 5), (3, 2, 3), 2, 1), ((1, 2, 7, 7), (2, 3, 3), 3, 2),
+     # stride 1 with padding, on both CPU routes to dx: the gather (FN <= 2C) and the scatter (FN > 2C)
+     ((2, 2, 5, 4), (3, 3, 3), 1, 1), ((1, 1, 5, 5), (3, 3, 3), 1, 1)],
 )
 def test_convolution_with_stride_and_pad(device, rng, shape, filt, stride, pad):
     W = f64(rng, (filt[0], shape[1], filt[1], filt[2]), device)
@@ -103,3 +106,18 @@ def test_a_nan_gradient_is_caught_and_named(device, rng):
 
     with pytest.raises(GradientCheckError, match=r"NanRelu gradient of x at flat index 5: analytic nan"):
         check_layer_gradient(NanRelu(), to_device(distinct_values(rng, (3, 3)), device))
+
+
+def test_a_float32_layer_check_is_refused_naming_what_is_float32(device, rng):
+    layer = Affine(f64(rng, (5, 3), device).astype(np.float32), f64(rng, (3,), device))
+    with pytest.raises(ValueError, match=r"check_layer_gradient: Affine.W is float32, but the check needs float64.*astype"):
+        check_layer_gradient(layer, f64(rng, (4, 5), device))
+    with pytest.raises(ValueError, match=r"check_layer_gradient: x is float32, but the check needs float64"):
+        check_layer_gradient(Sigmoid(), f64(rng, (4, 5), device).astype(np.float32))
+
+
+def test_a_float32_network_check_is_refused_naming_its_parameters(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNet(5, [4], 3)  # float32, the default
+    with pytest.raises(ValueError, match=r"MultiLayerNet parameters W1, b1, W2, b2 are float32, .*dtype=np.float64"):
+        check_network_gradient(net, rng.standard_normal((2, 5)), np.array([0, 2]))

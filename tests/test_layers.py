@@ -165,6 +165,33 @@ def test_batchnorm_uses_running_statistics_at_test_time(device, rng):
     np.testing.assert_allclose(out, (x[:5] - x.mean(0)) / np.sqrt(x.var(0) + bn.eps), rtol=1e-4, atol=1e-5)
 
 
+def test_batchnorm_brings_float64_running_statistics_to_gammas_float32(device, rng):
+    mean, var = rng.standard_normal(4), rng.random(4) + 0.5  # float64
+    bn = BatchNormalization(to_device(np.ones(4, np.float32), device), to_device(np.zeros(4, np.float32), device),
+                            running_mean=to_device(mean, device), running_var=to_device(var, device))
+    assert bn.running_mean.dtype == np.float32 and bn.running_var.dtype == np.float32
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    out = bn.forward(to_device(x, device), train_flg=False)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(out), (x - mean) / np.sqrt(var + bn.eps), rtol=1e-5, atol=1e-6)
+    assert bn.forward(to_device(x, device), train_flg=True).dtype == np.float32
+    assert bn.running_mean.dtype == np.float32 and bn.running_var.dtype == np.float32
+
+
+@pytest.mark.parametrize("given, default", [("running_mean", "running_var"), ("running_var", "running_mean")])
+def test_batchnorm_takes_one_running_statistic_alone_and_defaults_the_other(device, rng, given, default):
+    value = rng.random(3) + 0.5
+    bn = BatchNormalization(to_device(np.ones(3, np.float32), device), to_device(np.zeros(3, np.float32), device),
+                            **{given: to_device(value, device)})
+    np.testing.assert_allclose(to_numpy(getattr(bn, given)), value, rtol=1e-6)
+    np.testing.assert_array_equal(to_numpy(getattr(bn, default)), np.zeros(3) if default == "running_mean" else np.ones(3))
+    assert getattr(bn, default).dtype == np.float32
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    mean, var = (value, np.ones(3)) if given == "running_mean" else (np.zeros(3), value)
+    out = to_numpy(bn.forward(to_device(x, device), train_flg=False))
+    np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + bn.eps), rtol=1e-5, atol=1e-6)
+
+
 def test_max_pooling_keeps_nan_and_routes_the_gradient_to_the_first_nan(device):
     x = np.array([[1, 5, np.nan, 0], [3, np.nan, 8, np.nan], [0, 2, 1, 1], [7, 0, 0, 9]], np.float32).reshape(1, 1, 4, 4)
     pool = Pooling(2, 2, stride=2)
@@ -297,6 +324,30 @@ def test_batchnorm_rejects_a_channel_mismatch(device, rng):
         bn.forward(f32(rng, (2, 4, 5, 5), device))
 
 
+@pytest.mark.parametrize("name", ["running_mean", "running_var"])
+def test_batchnorm_rejects_running_statistics_of_the_wrong_shape(device, rng, name):
+    with pytest.raises(ValueError, match=rf"BatchNormalization: {name} has shape \(3,\), gamma \(4,\)"):
+        BatchNormalization(f32(rng, (4,), device), f32(rng, (4,), device), **{name: f32(rng, (3,), device)})
+
+
+WRONG_RANKS = [
+    # layer, shape of the input of the wrong rank, message
+    (lambda p: Affine(p(6, 3), p(3)), (), r"Affine: input must have a batch axis, got a scalar"),
+    (lambda p: BatchNormalization(p(3), p(3)), (4, 3, 5), r"BatchNormalization: input must be \(N, D\) or \(N, C, H, W\), got shape \(4, 3, 5\)"),
+    (lambda p: Pooling(2, 2, stride=2), (3, 4, 4), r"Pooling: input must be 4-D \(N, C, H, W\), got shape \(3, 4, 4\)"),
+    (lambda p: SoftmaxWithLoss(), (4,), r"SoftmaxWithLoss: input must be 2-D scores \(N, K\), got shape \(4,\)"),
+]
+
+
+@pytest.mark.parametrize("make, shape, message", WRONG_RANKS, ids=["Affine", "BatchNormalization", "Pooling", "SoftmaxWithLoss"])
+def test_layers_reject_an_input_of_the_wrong_rank(device, rng, make, shape, message):
+    layer = make(lambda *s: f32(rng, s, device))
+    x = f32(rng, shape, device)
+    args = (to_device(np.zeros(4, np.int64), device),) if isinstance(layer, SoftmaxWithLoss) else ()
+    with pytest.raises(ValueError, match=message):
+        layer.forward(x, *args)
+
+
 def test_softmax_with_loss_rejects_labels_of_the_wrong_shape(device, rng):
     with pytest.raises(ValueError, match=r"labels must be indices \(3,\) or one-hot \(3, 4\), got shape \(2,\)"):
         SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.array([0, 1]), device))
@@ -336,6 +387,13 @@ def test_an_input_on_another_device_says_how_to_move_it(rng):
     conv = Convolution(f32(rng, (2, 1, 3, 3), "gpu:0"), f32(rng, (2,), "gpu:0"))
     with pytest.raises(DeviceError, match=r"input is on cpu but the parameters are on gpu:0.*to_device"):
         conv.forward(rng.standard_normal((1, 1, 5, 5)).astype(np.float32))
+
+
+def test_batchnorm_running_statistics_on_another_device_say_how_to_move_them(rng):
+    if not xpnet.gpu_available():
+        pytest.skip(f"needs a usable GPU to put the statistics and the parameters on different devices ({xpnet.gpu_unavailable_reason()})")
+    with pytest.raises(DeviceError, match=r"BatchNormalization: running_var is on cpu but the parameters are on gpu:0.*to_device"):
+        BatchNormalization(f32(rng, (3,), "gpu:0"), f32(rng, (3,), "gpu:0"), running_var=np.ones(3, np.float32))
 
 
 def test_batchnorm_before_any_training_is_nearly_the_identity(device, rng):

@@ -1,7 +1,8 @@
 """Numerical gradients (the book's central differences) and checks of ``backward`` against them.
 
-Run checks in float64: in float32 the difference quotient loses about half
-of its digits to rounding. Everything works on whichever device the arrays
+Checks run in float64 only: in float32 the difference quotient loses about
+half of its digits to rounding, so the check helpers refuse other dtypes
+with a ValueError. Everything works on whichever device the arrays
 are on (slowly on the GPU: one synchronization per element).
 """
 
@@ -15,6 +16,7 @@ from .backend import seed as set_seed
 __all__ = ["numerical_gradient", "layer_gradients", "check_layer_gradient", "check_network_gradient", "GradientCheckError"]
 
 PARAM_GRADS = (("W", "dW"), ("b", "db"), ("gamma", "dgamma"), ("beta", "dbeta"))
+_BUFFERS = ("running_mean", "running_var")  # constants of a layer in test mode, checked for their dtype
 
 
 class GradientCheckError(AssertionError):
@@ -85,11 +87,20 @@ def check_layer_gradient(layer, x, *args, rtol=1e-5, atol=1e-7, **kwargs):
 
     Compares with ``|analytic - numerical| <= atol + rtol * |numerical|``
     element by element, and names the gradient, the worst element and its
-    values. Use float64 inputs and parameters. Returns the largest absolute
-    error of each gradient.
+    values. ``x`` and the layer's W, b, gamma, beta and running statistics
+    must be float64 (in float32 the check fails spuriously): anything else
+    is a ValueError that names them. Returns the largest absolute error of
+    each gradient.
     """
+    owner = type(layer).__name__
+    arrays = {"x": x}
+    for name in [name for name, _ in PARAM_GRADS] + list(_BUFFERS):
+        if hasattr(getattr(layer, name, None), "shape"):
+            arrays[f"{owner}.{name}"] = getattr(layer, name)
+    _require_float64("check_layer_gradient: ", arrays,
+                     f"pass float64 arrays, e.g. x.astype(np.float64) and {owner}(W.astype(np.float64), ...)")
     pairs = layer_gradients(layer, x, *args, **kwargs)
-    return _compare(type(layer).__name__, pairs, rtol, atol)
+    return _compare(owner, pairs, rtol, atol)
 
 
 def check_network_gradient(network, x, t, rtol=1e-5, atol=1e-7, directions=None, h=1e-5, seed=0):
@@ -102,10 +113,16 @@ def check_network_gradient(network, x, t, rtol=1e-5, atol=1e-7, directions=None,
     networks only); with ``directions=k`` the check is k random directional
     derivatives, (L(p + h r) - L(p - h r)) / 2h against <grad, r> for
     unit vectors r, cheap for
-    any size. Use float64 parameters. Raises GradientCheckError on the first
-    mismatch, else returns the largest absolute error per parameter (or per
-    direction).
+    any size. The parameters must be float64 (a ValueError names any that are
+    not; ``x`` may be float32, the layers cast it). Raises GradientCheckError
+    on the first mismatch, else returns the largest absolute error per
+    parameter (or per direction).
     """
+
+    _require_float64(
+        f"check_network_gradient: {type(network).__name__} parameters ", network.params,
+        "build the network in float64 (xpnet's networks take dtype=np.float64) or cast its parameters",
+    )
 
     def loss(_=None):
         set_seed(seed)
@@ -134,6 +151,21 @@ def check_network_gradient(network, x, t, rtol=1e-5, atol=1e-7, directions=None,
         along = sum(float((analytic[name] * r[name]).sum()) for name in analytic)
         pairs[f"direction {k}"] = (np.array(along), np.array((plus - minus) / (2 * h)))
     return _compare(type(network).__name__, pairs, rtol, atol)
+
+
+def _require_float64(prefix, arrays, fix):
+    """A ValueError naming every array of ``arrays`` (name -> array) that is not float64, and the ``fix``."""
+    wrong = {}
+    for name, array in arrays.items():
+        dtype = getattr(array, "dtype", None)
+        if dtype != np.float64:
+            wrong.setdefault(str(dtype) if dtype is not None else type(array).__name__, []).append(name)
+    if wrong:
+        found = "; ".join(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {kind}" for kind, names in wrong.items())
+        raise ValueError(
+            f"{prefix}{found}, but the check needs float64 (central differences in lower precision lose "
+            f"about half their digits and fail spuriously); {fix}"
+        )
 
 
 def _compare(owner, pairs, rtol, atol):

@@ -312,6 +312,12 @@ class BatchNormalization:
     * batch`` (biased variance, as the book); with ``train_flg=False`` it uses
     the running statistics, which start at mean 0 and variance 1 (the book
     starts the variance at 0, so an untrained network divides by sqrt(eps)).
+
+    ``running_mean`` and ``running_var``, when given, have ``gamma``'s shape
+    (D,) or (C,) and sit on ``gamma``'s device (else a DeviceError says how
+    to move them); they are cast to ``gamma``'s dtype, so float64 statistics
+    never turn a float32 layer into float64. Either may be given alone: the
+    missing one starts at zeros (mean) or ones (variance).
     """
 
     eps = 1e-6
@@ -324,12 +330,37 @@ class BatchNormalization:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum}")
         self.gamma, self.beta = gamma, beta
         self.momentum = float(momentum)
+        if running_mean is not None or running_var is not None:
+            xp = get_array_module(gamma)
+            running_mean = (xp.zeros_like(gamma) if running_mean is None
+                            else self._as_statistic("running_mean", running_mean, gamma))
+            running_var = (xp.ones_like(gamma) if running_var is None
+                           else self._as_statistic("running_var", running_var, gamma))
         self.running_mean, self.running_var = running_mean, running_var
         self.train_flg = True
         self.xn = None
         self.std = None
         self.dgamma = None
         self.dbeta = None
+
+    @staticmethod
+    def _as_statistic(name, value, gamma):
+        """A running statistic on ``gamma``'s device, in its dtype, after checking its shape."""
+        s_dev, g_dev = backend.device_of(value), backend.device_of(gamma)
+        if s_dev != g_dev:
+            raise DeviceError(
+                f"BatchNormalization: {name} is on {s_dev} but the parameters are on {g_dev}; move it with "
+                f"xpnet.to_device({name}, {g_dev!r})"
+            )
+        xp = get_array_module(gamma)
+        if not isinstance(value, xp.ndarray):
+            value = xp.asarray(value)
+        if value.shape != gamma.shape:
+            raise ValueError(
+                f"BatchNormalization: {name} has shape {tuple(value.shape)}, gamma {tuple(gamma.shape)}; "
+                f"a running statistic has one value per feature or channel"
+            )
+        return value.astype(gamma.dtype, copy=False)
 
     def _axes(self, x):
         _check_rank("BatchNormalization", x, (2, 4), "(N, D) or (N, C, H, W)")
