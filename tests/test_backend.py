@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -96,10 +97,87 @@ def test_import_is_quick_and_does_not_import_cupy():
     assert imported == "False"
 
 
-def test_using_device_restores_the_previous_device():
-    with xpnet.using_device("cpu") as name:
-        assert name == "cpu"
-    assert xpnet.get_device() == "cpu"
+def forget_the_cupy_probe(monkeypatch):
+    """Make the backend look for CuPy again (its cache is restored when the test ends)."""
+    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None}.items():
+        monkeypatch.setattr(backend, name, value)
+
+
+def fake_cupy(monkeypatch, is_available):
+    """An installed CuPy 14.0.0, imported from sys.modules, that answers is_available() as told."""
+    fake = types.ModuleType("cupy")
+    fake.__version__ = "14.0.0"
+    fake.is_available = is_available
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    forget_the_cupy_probe(monkeypatch)
+    return fake
+
+
+def test_the_version_of_an_installed_cupy_is_known_without_a_usable_gpu(monkeypatch):
+    fake_cupy(monkeypatch, is_available=lambda: False)
+    assert not xpnet.gpu_available()
+    versions = backend.library_versions()
+    assert versions["cupy"] == "14.0.0"
+    assert versions["cuda_runtime"] is None and versions["cuda_driver"] is None
+    assert backend.gpu_unavailable_reason() == "CuPy is installed but sees no usable CUDA device or driver"
+
+
+def test_the_version_of_cupy_is_known_when_cuda_fails(monkeypatch):
+    def insufficient_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    fake_cupy(monkeypatch, is_available=insufficient_driver)
+    assert backend.library_versions()["cupy"] == "14.0.0"
+    assert "CUDA fails (RuntimeError: cudaErrorInsufficientDriver" in backend.gpu_unavailable_reason()
+
+
+def test_without_cupy_there_is_no_cupy_version(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as if CuPy were not installed
+    forget_the_cupy_probe(monkeypatch)
+    assert backend.library_versions()["cupy"] is None
+    assert backend.gpu_unavailable_reason().startswith("CuPy cannot be imported")
+
+
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    """A usable CuPy that sees gpu:0 and gpu:1; ``used`` records each cuda.Device(n).use()."""
+    used = []
+
+    class Device:
+        def __init__(self, index=0):
+            self.index = index
+
+        def use(self):
+            used.append(self.index)
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 2, getDevice=lambda: 0)
+    fake = types.SimpleNamespace(__version__="14.0.0", is_available=lambda: True,
+                                 cuda=types.SimpleNamespace(runtime=runtime, Device=Device), used=used)
+    for name, value in {"_cupy": fake, "_cupy_checked": True, "_cupy_reason": None, "_cupy_version": "14.0.0"}.items():
+        monkeypatch.setattr(backend, name, value)
+    yield fake
+    xpnet.set_device("cpu")  # before the real CuPy probe comes back
+
+
+def test_using_device_restores_the_previous_device_even_when_the_block_fails(two_fake_gpus):
+    xpnet.set_device("gpu:1")
+    with pytest.raises(KeyError):
+        with xpnet.using_device("cpu") as name:
+            assert name == "cpu" and xpnet.get_device() == "cpu"
+            raise KeyError("a failure inside the block")
+    assert xpnet.get_device() == "gpu:1"
+    with xpnet.using_device("gpu:0") as name:
+        assert name == "gpu:0" and xpnet.get_device() == "gpu:0"
+    assert xpnet.get_device() == "gpu:1"
+    assert two_fake_gpus.used == [1, 1, 0, 1]  # the CUDA current device follows: set, restored, switched, restored
+
+
+def test_a_switch_that_fails_leaves_the_device_as_it_was(two_fake_gpus):
+    xpnet.set_device("gpu:1")
+    with pytest.raises(xpnet.DeviceError, match=r"device 'gpu:2' does not exist: CUDA sees 2 device\(s\), gpu:0 to gpu:1"):
+        with xpnet.using_device("gpu:2"):
+            pass  # never reached: the switch itself fails
+    assert xpnet.get_device() == "gpu:1" and two_fake_gpus.used == [1]
 
 
 def test_using_the_gpu_in_a_block(xp):

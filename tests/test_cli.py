@@ -2,10 +2,14 @@
 
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import xpnet
+from xpnet import backend
 from xpnet.cli import main
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -100,11 +104,56 @@ def test_asking_for_a_gpu_without_one_is_one_clear_line():
     assert "Traceback" not in result.stderr
 
 
-def test_info_names_versions_and_devices():
+def test_missing_data_is_one_line_that_names_the_files_and_their_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path))  # an empty cache, never ~/.cache
+    code = ("import sys\n"
+            "from xpnet.datasets import mnist\n"
+            "def offline(url, dest):\n"
+            "    raise OSError('Name or service not known')  # what urlopen raises on a machine without a network\n"
+            "mnist._fetch = offline\n"
+            "from xpnet.cli import main\n"
+            "sys.exit(main(['train', '--dataset', 'mnist', '--quiet']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("xpnet train: error: mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                           "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in " + str(tmp_path / "mnist"))
+    assert "Name or service not known" in line and "XPNET_DATA" in line and "connect to the internet" in line
+
+
+def test_info_names_the_versions_and_why_the_gpu_is_unusable():
     result = run_cli("info")
     assert result.returncode == 0
-    for word in ("xpnet", "numpy", "cupy", "devices", "cpu"):
-        assert word in result.stdout
+    lines = result.stdout.splitlines()
+    assert f"xpnet        {xpnet.__version__}" in lines
+    assert f"numpy        {np.__version__}" in lines
+    assert "devices      cpu" in lines
+    cupy_line = next(line for line in lines if line.startswith("cupy "))
+    version, reason = backend.library_versions()["cupy"], backend.gpu_unavailable_reason()
+    if version:
+        assert version in cupy_line
+    else:
+        assert cupy_line == "cupy         not available"
+    if reason:
+        assert f"gpu          unusable: {reason}" in lines
+    else:
+        assert "gpu:0" in result.stdout
+
+
+def test_info_names_an_installed_cupy_when_no_gpu_is_usable(monkeypatch, capsys):
+    fake = types.ModuleType("cupy")
+    fake.__version__ = "14.0.0"
+    fake.is_available = lambda: False  # installed, but no driver or device
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None}.items():
+        monkeypatch.setattr(backend, name, value)  # probe again; restored afterwards
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ("cupy         14.0.0 (installed; no usable GPU: "
+            "CuPy is installed but sees no usable CUDA device or driver)") in lines
+    assert "cuda_runtime not available" in lines
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):

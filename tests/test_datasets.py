@@ -215,6 +215,24 @@ def test_offline_the_error_says_what_is_missing_and_where_to_put_it(fake_mirror,
     assert "Name or service not known" in message
 
 
+def test_offline_the_error_also_has_a_one_line_summary_for_the_command_line(fake_mirror, monkeypatch):
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    with pytest.raises(DatasetError) as info:
+        fake_mirror["load"]()
+    summary = info.value.summary
+    assert "\n" not in summary and "\n" in str(info.value)  # the Python API keeps the full text
+    dataset = fake_mirror["dataset"]
+    assert summary.startswith(f"{dataset}: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                              f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in {fake_mirror['cache']} "
+                              "(download failed: OSError: Name or service not known); ")
+    assert f"put the files there by hand (from {fake_mirror['mirrors'][0]})" in summary
+    assert f"set XPNET_DATA to a folder whose {dataset}/ holds them" in summary
+
+
+def test_a_one_line_dataset_error_is_its_own_summary():
+    assert DatasetError("x.idx: not an IDX file").summary == "x.idx: not an IDX file"
+
+
 def test_offline_only_the_absent_files_are_listed(fake_mirror, monkeypatch):
     cache = fake_mirror["cache"]
     cache.mkdir(parents=True)

@@ -65,12 +65,13 @@ class DeviceError(RuntimeError):
 _cupy = None
 _cupy_checked = False
 _cupy_reason: str | None = None
+_cupy_version: str | None = None  # known whenever CuPy imports, usable GPU or not
 _lock = threading.Lock()
 
 
 def _load_cupy():
-    """Return the cupy module if a GPU is usable, else None (reason kept)."""
-    global _cupy, _cupy_checked, _cupy_reason
+    """Return the cupy module if a GPU is usable, else None (reason kept; version kept whenever CuPy imports)."""
+    global _cupy, _cupy_checked, _cupy_reason, _cupy_version
     if _cupy_checked:
         return _cupy
     with _lock:
@@ -79,8 +80,11 @@ def _load_cupy():
         try:
             import cupy  # the only import of CuPy in xpnet
         except Exception as exc:  # ImportError, OSError about libcudart, ...
+            _cupy_version = None
             _cupy_reason = f"CuPy cannot be imported ({type(exc).__name__}: {exc})"
         else:
+            version = getattr(cupy, "__version__", None)
+            _cupy_version = None if version is None else str(version)
             try:
                 usable = bool(cupy.is_available()) and cupy.cuda.runtime.getDeviceCount() > 0
                 reason = None if usable else "CuPy is installed but sees no usable CUDA device or driver"
@@ -119,11 +123,14 @@ def gpu_devices() -> list[dict]:
 
 
 def library_versions() -> dict:
-    """Versions of NumPy and, where usable, CuPy and the CUDA runtime and driver."""
-    versions = {"numpy": np.__version__, "cupy": None, "cuda_runtime": None, "cuda_driver": None}
+    """Versions of NumPy, of CuPy where it imports (even without a usable GPU), and of CUDA where usable.
+
+    ``cuda_runtime`` and ``cuda_driver`` are None unless a GPU is usable;
+    ``cupy`` is None only when CuPy cannot be imported (or has no version).
+    """
     cp = _load_cupy()
+    versions = {"numpy": np.__version__, "cupy": _cupy_version, "cuda_runtime": None, "cuda_driver": None}
     if cp is not None:
-        versions["cupy"] = cp.__version__
         versions["cuda_runtime"] = _cuda_version(cp.cuda.runtime.runtimeGetVersion())
         versions["cuda_driver"] = _cuda_version(cp.cuda.runtime.driverGetVersion())
     return versions

@@ -115,9 +115,17 @@ def main(argv=None):
         print("xpnet: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError, RuntimeError, FloatingPointError) as exc:
-        print(f"xpnet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"xpnet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(exc):
+    """An error as one line: its ``summary`` where it has one (DatasetError), else its lines joined."""
+    summary = getattr(exc, "summary", None)
+    if summary:
+        return summary
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def select_device(name):
@@ -177,6 +185,9 @@ def info():
     from . import backend
 
     versions = backend.library_versions()
+    reason = backend.gpu_unavailable_reason()
+    if versions["cupy"] and reason:  # installed, but no driver or device: say which CuPy, and why it is idle
+        versions["cupy"] += f" (installed; no usable GPU: {reason})"
     print(f"xpnet        {__version__}")
     print(f"python       {sys.version.split()[0]}")
     for name in ("numpy", "cupy", "cuda_runtime", "cuda_driver"):
@@ -186,7 +197,6 @@ def info():
     for gpu in backend.gpu_devices():
         print(f"             gpu:{gpu['index']}  {gpu['name']}, {gpu['memory_bytes'] / 2**30:.0f} GiB, "
               f"compute capability {gpu['compute_capability']}")
-    reason = backend.gpu_unavailable_reason()
     if reason:
         print(f"gpu          unusable: {reason}")
     return 0

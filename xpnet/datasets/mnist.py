@@ -92,6 +92,15 @@ def _fetch(url, dest):
                 bar.update(len(block))
 
 
+class _FetchError(DatasetError):
+    """A file no mirror could deliver; ``causes`` are the distinct reasons, without the URLs."""
+
+    def __init__(self, name, errors, causes):
+        self.causes = tuple(dict.fromkeys(causes))
+        super().__init__(f"could not fetch {name}: " + "; ".join(errors),
+                         summary=f"could not fetch {name} ({'; '.join(self.causes)})")
+
+
 def _ensure_file(name, folder, spec):
     """The path of a verified copy of ``name``: from the cache, else downloaded (again if corrupt)."""
     path = folder / name
@@ -101,19 +110,21 @@ def _ensure_file(name, folder, spec):
             return path
         warnings.warn(f"{path} is corrupt or truncated (SHA-256 mismatch); fetching it again", stacklevel=5)
         path.unlink()
-    errors = []
+    errors, causes = [], []
     for mirror in spec["mirrors"]:
         try:
             _fetch(mirror + name, path)
         except Exception as exc:  # offline, HTTP error, ...
             errors.append(f"{mirror + name}: {exc}")
+            causes.append(f"{type(exc).__name__}: {exc}")
             continue
         if _sha256(path) == expected:
             return path
         path.unlink()
         errors.append(f"{mirror + name}: the download's SHA-256 does not match {expected}")
+        causes.append("the download's SHA-256 does not match")
         warnings.warn(errors[-1], stacklevel=5)
-    raise DatasetError(f"could not fetch {name}: " + "; ".join(errors))
+    raise _FetchError(name, errors, causes)
 
 
 def _load_arrays(dataset):
@@ -136,11 +147,16 @@ def _load_arrays(dataset):
         except DatasetError as exc:
             missing.append((name, exc))
     if missing:
+        listed = ", ".join(n for n, _ in missing)
         urls = "\n".join(f"  {name}: " + " or ".join(m + name for m in spec["mirrors"]) for name, _ in missing)
+        causes = dict.fromkeys(c for _, e in missing for c in getattr(e, "causes", (str(e),)))
         raise DatasetError(
-            f"{dataset}: missing {', '.join(n for n, _ in missing)}.\n"
+            f"{dataset}: missing {listed}.\n"
             f"Put the files by hand in {folder}, downloaded from\n{urls}\n"
-            f"or connect to the internet and call again. Details: " + "; ".join(str(e) for _, e in missing)
+            f"or connect to the internet and call again. Details: " + "; ".join(str(e) for _, e in missing),
+            summary=f"{dataset}: missing {listed} in {folder} (download failed: {'; '.join(causes)}); "
+                    f"put the files there by hand (from {spec['mirrors'][0]}), "
+                    f"set XPNET_DATA to a folder whose {dataset}/ holds them, or connect to the internet and run again",
         )
     arrays = dict(zip(keys, (read_idx(paths[name]) for name in FILES)))
     with _atomic_write(cache) as f:
