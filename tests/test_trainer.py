@@ -86,6 +86,30 @@ def test_a_diverging_loss_stops_with_the_step_and_keeps_the_checkpoint(device, r
     assert path.read_bytes() == good
 
 
+def test_weights_broken_by_an_epochs_last_update_are_caught_before_the_checkpoint(device, rng, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "run.npz"
+    trainer = make_trainer(rng, epochs=2, checkpoint_path=path)
+    real_step, calls = trainer.train_step, []
+
+    def step(x, t):
+        calls.append(1)
+        loss = real_step(x, t)  # computed before the update: finite
+        if len(calls) == 12:  # the last of epoch 2
+            trainer.network.params["W2"][0, 0] = np.inf
+        return loss
+
+    trainer.train_step = step
+    trainer.epochs = 1
+    trainer.train()
+    good = path.read_bytes()
+    trainer.epochs = 2
+    with pytest.raises(TrainingDivergedError, match=r"W2 became NaN or infinite by the update of step 12 \(epoch 2\)"
+                                                    r".*unchanged"):
+        trainer.train()
+    assert path.read_bytes() == good
+
+
 def test_checkpoint_and_resume_continue_where_training_stopped(device, rng, tmp_path):
     xpnet.set_device(device)
     path = tmp_path / "ckpt.npz"

@@ -54,7 +54,8 @@ class Trainer:
         learning rate and keeps, say, Adam's beta1 and beta2
     log_every : steps between reads of the loss from the device (each read is
         a synchronization with the GPU); NaN or infinite losses are found
-        at those reads and at the end of each epoch
+        at those reads and at the end of each epoch, NaN or infinite
+        parameters at the end of each epoch, before any checkpoint
 
     Fixed relative to the book: an epoch is one shuffled pass over the
     training set without replacement (the book samples every batch with
@@ -149,6 +150,7 @@ class Trainer:
         if self._pending:
             self._epoch_losses += self._read_losses(self._pending, self.current_iter + self.epoch_step - len(self._pending) + 1)
             self._pending = []
+        self._check_parameters(self.current_iter + self.epoch_step)
         self.save_checkpoint(self.checkpoint_path)
         self._say(f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps of the next "
                   f"written to {self.checkpoint_path}; --resume continues from there")
@@ -181,6 +183,7 @@ class Trainer:
                 self._interrupt.raise_if_requested()
         synchronize()
         self.epoch_times.append(time.perf_counter() - start)
+        self._check_parameters(self.current_iter + self.iter_per_epoch)
         if bar is not None:
             bar.close()
         self.current_iter += self.iter_per_epoch
@@ -202,6 +205,20 @@ class Trainer:
                 f"try a smaller learning rate{kept}"
             )
         return values.tolist()
+
+    def _check_parameters(self, step):
+        """Before a checkpoint: every parameter finite (a loss is computed before its update, so the
+        losses alone miss an update that breaks the weights on the last step read)."""
+        params = self.network.params
+        xp = get_array_module(*params.values())
+        if bool(xp.stack([xp.isfinite(p).all() for p in params.values()]).all()):
+            return
+        bad = [name for name, p in params.items() if not bool(xp.isfinite(p).all())]
+        kept = f"; the last good checkpoint, {self.checkpoint_path}, is unchanged" if self.checkpoint_path else ""
+        raise TrainingDivergedError(
+            f"{', '.join(bad)} became NaN or infinite by the update of step {step} (epoch {self.current_epoch + 1}); "
+            f"try a smaller learning rate{kept}"
+        )
 
     def _evaluate(self):
         n = self.evaluate_sample_num_per_epoch
