@@ -160,12 +160,26 @@ def machine():
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "xpnet": xpnet.__version__,
-            "date": time.strftime("%Y-%m-%d")}
+            "commit": _commit(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _commit():
+    """The git commit of the source tree measured, with "+changes" if it differs from it; None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def report(result):
     lines = [f"CPU: {result['machine']['cpu']}, {result['machine']['cores']} cores, {THREADS} threads each; "
-             f"NumPy {result['machine']['numpy']}, PyTorch {result['machine']['torch']}; float32, batch {result['batch']}",
+             f"NumPy {result['machine']['numpy']}, PyTorch {result['machine']['torch']}; float32, batch {result['batch']}; "
+             f"commit {result['machine'].get('commit') or 'unknown'}",
              "", "| case | xpnet ms | PyTorch ms | ratio | target | met |", "| --- | ---: | ---: | ---: | ---: | --- |"]
     for case, r in result["timings"].items():
         met = "yes" if r["ratio"] <= r["target"] else "no"
