@@ -30,6 +30,7 @@ from .util import (
     channels_last,
     conv_output_size,
     pad_channels_last,
+    scratch,
     window_offsets,
     windows_channels_last,
 )
@@ -423,7 +424,8 @@ class Convolution:
     next Convolution or Pooling reads without a copy; its im2col gathers
     (fy, fx, c)-ordered columns (see ``xpnet.util.windows_channels_last``).
     The batch is unfolded in chunks of at most ``col_bytes`` (per device
-    kind) so the column buffer stays small, and ``backward`` unfolds the
+    kind) into a scratch buffer that the host reuses between calls (a fresh
+    one would cost page faults every time), and ``backward`` unfolds the
     padded input again instead of keeping every layer's columns alive. On
     the GPU, single kernels from :mod:`xpnet.kernels` do the unfolding (in the
     book's (c, fy, fx) order) and the folding back.
@@ -448,6 +450,14 @@ class Convolution:
         step = max(1, self.col_bytes[kind] // max(bytes_per_example, 1))
         return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
+    @staticmethod
+    def _unfold(img, fh, fw, stride, out_h, out_w, slot=0):
+        """The windows of channels-last ``img`` as (N*OH*OW, FH*FW*C) columns, in a reused scratch buffer."""
+        windows = windows_channels_last(img, fh, fw, stride, out_h, out_w)
+        col = scratch(get_array_module(img), windows.shape, img.dtype, slot)
+        col[...] = windows
+        return col.reshape(-1, fh * fw * img.shape[3])
+
     def _col_W(self):
         """W as a (FH*FW*C, FN) matrix, matching the (fy, fx, c) column order."""
         fn = self.W.shape[0]
@@ -470,7 +480,7 @@ class Convolution:
         self.x_nhwc = pad_channels_last(channels_last(x), self.pad)
         out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
         for part in self._chunks(n, out_h * out_w * fh * fw * c * x.itemsize):
-            col = windows_channels_last(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
+            col = self._unfold(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w)
             rows = out[part].reshape(-1, fn)
             xp.matmul(col, col_W, out=rows)
             rows += self.b
@@ -530,16 +540,19 @@ class Convolution:
             col_W = self._col_W()
             dx = xp.zeros_like(self.x_nhwc)
         for part in self._chunks(n, out_h * out_w * fh * fw * max(c, fn) * dout.itemsize):
-            col = windows_channels_last(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w).reshape(-1, fh * fw * c)
+            col = self._unfold(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w)
             d = dout[part].reshape(-1, fn)
             dW += d.T @ col
             if gather:
-                d_pad = pad_channels_last(dout[part], fh - 1 - p, fw - 1 - p)
-                d_col = windows_channels_last(d_pad, fh, fw, 1, h, w).reshape(-1, fh * fw * fn)
+                part_n, ph, pw = part.stop - part.start, fh - 1 - p, fw - 1 - p
+                d_pad = pad_channels_last(dout[part], ph, pw,
+                                          out=scratch(xp, (part_n, out_h + 2 * ph, out_w + 2 * pw, fn), dout.dtype, 2))
+                d_col = self._unfold(d_pad, fh, fw, 1, h, w, slot=1)
                 xp.matmul(d_col, flipped, out=dx[part].reshape(-1, c))
             else:
-                dcol = (d @ col_W.T).reshape(-1, out_h, out_w, fh, fw, c)
-                add_windows_channels_last(dx[part], dcol, self.stride)
+                dcol = scratch(xp, (col.shape[0], col_W.shape[0]), col.dtype, slot=1)
+                xp.matmul(d, col_W.T, out=dcol)
+                add_windows_channels_last(dx[part], dcol.reshape(-1, out_h, out_w, fh, fw, c), self.stride)
         self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
         if not gather:
             dx = dx[:, p:p + h, p:p + w, :]
