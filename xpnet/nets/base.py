@@ -41,7 +41,12 @@ class Network:
         return backend.device_of(next(iter(self.params.values())))
 
     def to(self, device):
-        """Move parameters and batch-norm statistics to ``device``; returns the network."""
+        """Move parameters and batch-norm statistics to ``device``; returns the network.
+
+        The GPU kernels run on CuPy's current device, which ``xpnet.set_device``
+        and ``xpnet.using_device`` select: for a network on ``gpu:N`` other than
+        ``gpu:0``, compute with that device selected too.
+        """
         self.params = to_device(self.params, device)
         for name, (layer, attribute) in self._slots.items():
             setattr(layer, attribute, self.params[name])
