@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -19,11 +20,14 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True)
 
 
-def test_the_default_training_run_reaches_97_percent_on_the_embedded_digits(capsys):
+def test_the_default_training_run_reaches_97_percent_on_the_embedded_digits_in_under_two_minutes(capsys):
+    start = time.perf_counter()
     assert main(["train", "--quiet"]) == 0
+    seconds = time.perf_counter() - start
     line = capsys.readouterr().out.strip().splitlines()[-1]
     accuracy = float(line.split()[2])
     assert accuracy >= 0.97, line
+    assert seconds < 120, f"{seconds:.0f} s"
 
 
 @pytest.mark.slow
