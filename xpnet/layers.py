@@ -50,14 +50,12 @@ __all__ = [
 # --- checks at the boundary ---------------------------------------------------
 
 
-def _as_param_array(layer, x, param):
+def _as_param_array(layer, x, param, what="the input", fix=None):
     """``x`` on ``param``'s device, in ``param``'s dtype; a DeviceError if the devices differ."""
     x_dev, p_dev = backend.device_of(x), backend.device_of(param)
     if x_dev != p_dev:
-        raise DeviceError(
-            f"{layer}: the input is on {x_dev} but the parameters are on {p_dev}; move the input with "
-            f"xpnet.to_device(x, {p_dev!r}), or the network with net.to({x_dev!r})"
-        )
+        fix = fix or f"move the input with xpnet.to_device(x, {p_dev!r}), or the network with net.to({x_dev!r})"
+        raise DeviceError(f"{layer}: {what} is on {x_dev} but the parameters are on {p_dev}; {fix}")
     xp = get_array_module(param)
     if not isinstance(x, xp.ndarray):
         x = xp.asarray(x)
@@ -347,21 +345,14 @@ class BatchNormalization:
     @staticmethod
     def _as_statistic(name, value, gamma):
         """A running statistic on ``gamma``'s device, in its dtype, after checking its shape."""
-        s_dev, g_dev = backend.device_of(value), backend.device_of(gamma)
-        if s_dev != g_dev:
-            raise DeviceError(
-                f"BatchNormalization: {name} is on {s_dev} but the parameters are on {g_dev}; move it with "
-                f"xpnet.to_device({name}, {g_dev!r})"
-            )
-        xp = get_array_module(gamma)
-        if not isinstance(value, xp.ndarray):
-            value = xp.asarray(value)
+        fix = f"move it with xpnet.to_device({name}, {backend.device_of(gamma)!r})"
+        value = _as_param_array("BatchNormalization", value, gamma, what=name, fix=fix)
         if value.shape != gamma.shape:
             raise ValueError(
                 f"BatchNormalization: {name} has shape {tuple(value.shape)}, gamma {tuple(gamma.shape)}; "
                 f"a running statistic has one value per feature or channel"
             )
-        return value.astype(gamma.dtype, copy=False)
+        return value
 
     def _axes(self, x):
         _check_rank("BatchNormalization", x, (2, 4), "(N, D) or (N, C, H, W)")
