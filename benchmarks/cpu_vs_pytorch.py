@@ -7,7 +7,11 @@ threadpoolctl where installed, else OMP_NUM_THREADS set before import;
 ``torch.set_num_threads`` for PyTorch) on the same shapes: the book's
 SimpleConvNet and DeepConvNet on 28x28 images. Timings interleave the two
 libraries round by round, so a noisy neighbour slows both alike; each is
-the median of ``--rounds`` rounds. A training step is forward and backward
+the median of ``--rounds`` rounds. Each timed call follows an untimed call
+of the same library, as in a training loop: right after the other
+library's call, its OpenMP or OpenBLAS threads still spin for a few
+milliseconds and take a core (xpnet's DeepConvNet inference measured 20%
+slower right after PyTorch's training step than 20 ms later). A training step is forward and backward
 (the gradients); inference is a forward pass in evaluation mode. Peak
 memory is the resident-set high-water mark of a training step (after a
 warm-up step) above the size of the process before any step ran, with the
@@ -103,6 +107,7 @@ def time_all(batch, rounds):
         samples = {key: [] for key in steps}
         for _ in range(rounds):
             for key, fn in steps.items():
+                fn()  # untimed: the other library's worker threads may still be spinning
                 start = time.perf_counter()
                 fn()
                 samples[key].append(time.perf_counter() - start)
