@@ -189,6 +189,60 @@ def test_ctrl_c_anywhere_in_an_epoch_resumes_to_the_same_run(device, rng, tmp_pa
     assert resumed.test_acc_list == straight.test_acc_list
 
 
+def test_ctrl_c_while_the_last_losses_of_an_epoch_are_read_waits_for_the_end_of_the_epoch(device, rng, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "interrupted.npz"
+    straight = seeded_trainer(3).train()
+    trainer = seeded_trainer(3, checkpoint_path=path)
+    read = trainer._read_losses
+
+    def interrupted_read(pending, first_step):
+        if trainer.current_epoch == 1 and trainer.epoch_step == trainer.iter_per_epoch:
+            ctrl_c()  # where a GPU run spends its time: waiting for the loss
+        return read(pending, first_step)
+
+    trainer._read_losses = interrupted_read
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == (2, 0)
+    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
+    assert resumed.test_acc_list == straight.test_acc_list[:2]
+    resumed.train()
+    assert_same_run(resumed, straight)
+
+
+def test_ctrl_c_between_an_epochs_last_step_and_its_end_resumes_by_finishing_the_epoch(device, rng, tmp_path):
+    import contextlib
+
+    xpnet.set_device(device)
+    path = tmp_path / "interrupted.npz"
+    straight = seeded_trainer(3).train()
+    trainer = seeded_trainer(3, checkpoint_path=path)
+    protected = trainer._interrupt.step
+
+    @contextlib.contextmanager
+    def step():
+        if trainer.current_epoch == 1 and trainer.epoch_step == trainer.iter_per_epoch:
+            raise KeyboardInterrupt  # Ctrl-C in the instant between the two
+        with protected():
+            yield
+
+    trainer._interrupt.step = step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == (1, trainer.iter_per_epoch)
+    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
+    resumed.train()
+    assert_same_run(resumed, straight)
+    assert resumed.test_acc_list == straight.test_acc_list
+
+
 def test_ctrl_c_during_the_evaluation_keeps_the_epochs_accuracies(device, rng, tmp_path):
     xpnet.set_device(device)
     path = tmp_path / "interrupted.npz"

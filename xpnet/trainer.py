@@ -165,32 +165,32 @@ class Trainer:
         for index in self._batches(epoch)[self.epoch_step:]:
             index = xp.asarray(index) if xp is not np else index
             device = self.network.device
-            with self._interrupt.step():
+            with self._interrupt.step():  # Ctrl-C waits for the step and its bookkeeping
                 loss = self.train_step(to_device(self.x_train[index], device), to_device(self.t_train[index], device))
                 self._pending.append(loss)
                 self.epoch_step += 1
-            step = self.epoch_step
-            seen += len(index)
-            if step % self.log_every == 0 or step == self.iter_per_epoch:
-                self._epoch_losses += self._read_losses(self._pending, self.current_iter + step - len(self._pending) + 1)
-                self._pending = []
+                seen += len(index)
+                step = self.epoch_step
+                if step % self.log_every == 0 or step == self.iter_per_epoch:
+                    self._epoch_losses += self._read_losses(self._pending, self.current_iter + step - len(self._pending) + 1)
+                    self._pending = []
+                    if bar is not None:
+                        rate = seen / max(time.perf_counter() - start, 1e-9)
+                        bar.set_postfix({"loss": f"{self._epoch_losses[-1]:.4f}", "ex/s": f"{rate:,.0f}"})
                 if bar is not None:
-                    rate = seen / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix({"loss": f"{self._epoch_losses[-1]:.4f}", "ex/s": f"{rate:,.0f}"})
-            if bar is not None:
-                bar.update(1)
+                    bar.update(1)
             if step < self.iter_per_epoch:  # after the last step the epoch is finished and checkpointed first
                 self._interrupt.raise_if_requested()
-        synchronize()
-        self.epoch_times.append(time.perf_counter() - start)
-        self._check_parameters(self.current_iter + self.iter_per_epoch)
-        if bar is not None:
-            bar.close()
-        self.current_iter += self.iter_per_epoch
-        self.current_epoch, self.epoch_step = epoch, 0
-        self.train_loss_list += self._epoch_losses
-        self._epoch_losses = []
         with self._interrupt.step():  # a finished epoch is checkpointed with its accuracies
+            synchronize()
+            self.epoch_times.append(time.perf_counter() - start)
+            self._check_parameters(self.current_iter + self.iter_per_epoch)
+            if bar is not None:
+                bar.close()
+            self.current_iter += self.iter_per_epoch
+            self.current_epoch, self.epoch_step = epoch, 0
+            self.train_loss_list += self._epoch_losses
+            self._epoch_losses = []
             self._evaluate()
 
     def _read_losses(self, pending, first_step):
@@ -270,7 +270,7 @@ class Trainer:
                     setattr(self.optimizer, name, value)
         self.current_epoch = int(checkpoint.epoch)
         self.epoch_step = int(checkpoint.meta.get("step", 0))
-        if not 0 <= self.epoch_step < self.iter_per_epoch:
+        if not 0 <= self.epoch_step <= self.iter_per_epoch:  # all of them: Ctrl-C came before the epoch was closed
             raise ValueError(f"{path}: the checkpoint stopped after step {self.epoch_step} of an epoch, but this run "
                              f"has {self.iter_per_epoch} steps per epoch; resume with the same data and batch size")
         self.current_iter = self.current_epoch * self.iter_per_epoch
