@@ -108,7 +108,7 @@ def test_channels_last_windows_and_their_adjoint(device, rng, shape, fh, fw, str
 
 
 def test_scratch_buffers_are_reused_per_slot_and_never_shared_between_slots(xp):
-    from xpnet.util import scratch
+    from xpnet.util import SCRATCH_KEEP_BYTES, scratch
 
     a = scratch(xp, (4, 5), np.float32, slot=0)
     assert a.shape == (4, 5) and a.dtype == np.float32
@@ -119,6 +119,8 @@ def test_scratch_buffers_are_reused_per_slot_and_never_shared_between_slots(xp):
     assert bigger.shape == (100, 100)
     if xp is np:  # on the host a slot's buffer is kept and reused; on the GPU CuPy's memory pool does that
         assert np.shares_memory(scratch(xp, (10, 10), np.float32, slot=0), bigger)
+        huge = scratch(xp, (SCRATCH_KEEP_BYTES // 4 + 1,), np.float32, slot=0)  # too big to keep
+        assert not np.shares_memory(scratch(xp, (10, 10), np.float32, slot=0), huge)
 
 
 @pytest.mark.parametrize("pad_h, pad_w, fill", [(1, 1, 0.0), (2, 0, -np.inf), (0, 3, 0.0)])

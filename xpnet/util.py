@@ -179,6 +179,7 @@ def windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w):
 
 
 _scratch = threading.local()
+SCRATCH_KEEP_BYTES = 32 * 2**20  # about four of Convolution's chunks of columns
 
 
 def scratch(xp, shape, dtype, slot=0):
@@ -188,13 +189,14 @@ def scratch(xp, shape, dtype, slot=0):
     fresh large array costs a page fault per 4 KiB on every call (the C
     library hands big blocks back to the system when they are freed), about
     a tenth of a DeepConvNet step on two cores. Two temporaries alive at the
-    same time need two slots. On the GPU, CuPy's memory pool already reuses
-    memory, so this is ``xp.empty``.
+    same time need two slots. Buffers larger than ``SCRATCH_KEEP_BYTES`` are
+    not kept. On the GPU, CuPy's memory pool already reuses memory, so this
+    is ``xp.empty``.
     """
-    if xp.__name__ != "numpy":
-        return xp.empty(shape, dtype=dtype)
     dtype = xp.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
+    if xp.__name__ != "numpy" or nbytes > SCRATCH_KEEP_BYTES:
+        return xp.empty(shape, dtype=dtype)
     buffers = _scratch.__dict__.setdefault("buffers", {})
     buffer = buffers.get(slot)
     if buffer is None or buffer.size < nbytes:
