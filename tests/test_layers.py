@@ -192,6 +192,28 @@ def test_batchnorm_takes_one_running_statistic_alone_and_defaults_the_other(devi
     np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + bn.eps), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("filters, channels, stride, pad", [
+    (4, 3, 1, 1),  # dx as a gather
+    (8, 2, 1, 0),  # dx as a scatter (the layer widens the channels)
+    (3, 3, 2, 1),  # stride 2: a scatter
+])
+@pytest.mark.parametrize("examples_per_chunk", [1, 3])  # one at a time; three, the last chunk partial
+def test_convolution_in_chunks_of_the_batch_matches_one_chunk(device, rng, monkeypatch, filters, channels, stride,
+                                                               pad, examples_per_chunk):
+    W, b = f32(rng, (filters, channels, 3, 3), device), f32(rng, (filters,), device)
+    x = f32(rng, (7, channels, 6, 5), device)
+    results = []
+    for chunked in (False, True):
+        conv = Convolution(W, b, stride=stride, pad=pad)
+        step = examples_per_chunk if chunked else len(x)
+        monkeypatch.setattr(conv, "_chunks", lambda n, _: [slice(i, min(i + step, n)) for i in range(0, n, step)])
+        out = conv.forward(x)
+        dx = conv.backward(out * 0.5 + 1)
+        results.append([to_numpy(a) for a in (out, dx, conv.dW, conv.db)])
+    for whole, in_chunks in zip(*results):
+        np.testing.assert_allclose(in_chunks, whole, rtol=1e-5, atol=1e-5)
+
+
 def test_max_pooling_keeps_nan_and_routes_the_gradient_to_the_first_nan(device):
     x = np.array([[1, 5, np.nan, 0], [3, np.nan, 8, np.nan], [0, 2, 1, 1], [7, 0, 0, 9]], np.float32).reshape(1, 1, 4, 4)
     pool = Pooling(2, 2, stride=2)

@@ -422,7 +422,7 @@ class Convolution:
     book's (c, fy, fx) order) and the folding back.
     """
 
-    col_bytes = {"cpu": 8 * 2**20, "gpu": 512 * 2**20}
+    col_bytes = {"cpu": 2 * 2**20, "gpu": 512 * 2**20}  # on the CPU: columns that stay in cache for the product
 
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
@@ -530,7 +530,8 @@ class Convolution:
         else:
             col_W = self._col_W()
             dx = xp.zeros_like(self.x_nhwc)
-        for part in self._chunks(n, out_h * out_w * fh * fw * max(c, fn) * dout.itemsize):
+        widest = max(c, fn) if gather else c  # the columns of x, and of dout where dx is a gather
+        for part in self._chunks(n, max(out_h * out_w, h * w) * fh * fw * widest * dout.itemsize):
             col = self._unfold(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w)
             d = dout[part].reshape(-1, fn)
             dW += d.T @ col
