@@ -246,6 +246,20 @@ def test_an_example_runs_in_quick_mode(tmp_path):
     assert "without pooling: 193,410 parameters" in result.stdout
 
 
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_example_script_runs_in_quick_mode_and_prints_its_summary(tmp_path, monkeypatch, capsys, name):
+    import runpy
+
+    script = REPO / "examples" / f"experiment_{name.replace('-', '_')}.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick", "--out", str(tmp_path)])
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    assert (tmp_path / f"{name}.png").exists() and (tmp_path / f"{name}.json").exists()
+    lines = capsys.readouterr().out.strip().splitlines()
+    written = max(i for i, line in enumerate(lines) if f"{name}.json" in line)  # the experiment's last line
+    assert lines[written + 1:], "the script printed no summary of its own"
+
+
 # --- the command line and its errors ------------------------------------------------------------
 
 
