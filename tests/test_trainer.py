@@ -344,3 +344,19 @@ def test_gpu_training_follows_the_cpu_step_for_step(rng):
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
     for k in params[0]:
         np.testing.assert_allclose(params[1][k], params[0][k], rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+def test_the_training_example_runs_on_the_device_xpnet_device_names(device):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "XPNET_DEVICE": "cpu" if device == "cpu" else "gpu"}
+    run = subprocess.run([sys.executable, str(repo / "examples" / "train_convnet.py")], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"device: {device}"
+    assert float(lines[-1].split()[-1]) >= 0.95, lines[-1]
