@@ -147,22 +147,36 @@ def interrupt_at(trainer, call, how):
     trainer.train_step = step
 
 
-def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_that_step(device, rng, tmp_path):
-    xpnet.set_device(device)
-    path = tmp_path / "interrupted.npz"
-    straight = seeded_trainer(3).train()
-    trainer = seeded_trainer(3, checkpoint_path=path)
-    interrupt_at(trainer, 9, "sigint")  # the third of six steps in the second epoch
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
+def interrupted_run(tmp_path, arrange, where, **options):
+    """A seeded 3-epoch run interrupted as ``arrange(trainer)`` sets up, whose checkpoint must have stopped at
+    ``where`` (epoch, step); returns the trainer resumed from it (not yet trained) and a straight run."""
     from xpnet.checkpoint import load_checkpoint
 
+    path = tmp_path / "interrupted.npz"
+    straight = seeded_trainer(3, **options).train()
+    trainer = seeded_trainer(3, checkpoint_path=path, **options)
+    arrange(trainer)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
     checkpoint = load_checkpoint(path)
-    assert (checkpoint.epoch, checkpoint.meta["step"]) == (1, 3)
-    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
-    assert (resumed.current_epoch, resumed.epoch_step, resumed.optimizer.iter) == (1, 3, 9)
+    assert (checkpoint.epoch, checkpoint.meta["step"]) == where
+    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path, **options)
+    assert resumed.test_acc_list == straight.test_acc_list[:where[0]]
+    return resumed, straight
+
+
+def assert_resumes_to(resumed, straight):
     resumed.train()
     assert_same_run(resumed, straight)
+    assert resumed.test_acc_list == straight.test_acc_list
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_that_step(device, rng, tmp_path):
+    xpnet.set_device(device)
+    # the third of six steps in the second epoch
+    resumed, straight = interrupted_run(tmp_path, lambda trainer: interrupt_at(trainer, 9, "sigint"), (1, 3))
+    assert (resumed.current_epoch, resumed.epoch_step, resumed.optimizer.iter) == (1, 3, 9)
+    assert_resumes_to(resumed, straight)
 
 
 @pytest.mark.parametrize("call, log_every, where", [
@@ -172,100 +186,60 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_th
 ])
 def test_ctrl_c_anywhere_in_an_epoch_resumes_to_the_same_run(device, rng, tmp_path, call, log_every, where):
     xpnet.set_device(device)
-    path = tmp_path / "interrupted.npz"
-    straight = seeded_trainer(3, log_every=log_every).train()
-    trainer = seeded_trainer(3, checkpoint_path=path, log_every=log_every)
-    interrupt_at(trainer, call, "sigint")
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    from xpnet.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    assert (checkpoint.epoch, checkpoint.meta["step"]) == where
-    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path, log_every=log_every)
-    assert len(resumed.test_acc_list) == where[0]
-    resumed.train()
-    assert_same_run(resumed, straight)
-    assert resumed.test_acc_list == straight.test_acc_list
+    assert_resumes_to(*interrupted_run(tmp_path, lambda trainer: interrupt_at(trainer, call, "sigint"), where,
+                                       log_every=log_every))
 
 
 def test_ctrl_c_while_the_last_losses_of_an_epoch_are_read_waits_for_the_end_of_the_epoch(device, rng, tmp_path):
     xpnet.set_device(device)
-    path = tmp_path / "interrupted.npz"
-    straight = seeded_trainer(3).train()
-    trainer = seeded_trainer(3, checkpoint_path=path)
-    read = trainer._read_losses
 
-    def interrupted_read(pending, first_step):
-        if trainer.current_epoch == 1 and trainer.epoch_step == trainer.iter_per_epoch:
-            ctrl_c()  # where a GPU run spends its time: waiting for the loss
-        return read(pending, first_step)
+    def arrange(trainer):
+        read = trainer._read_losses
 
-    trainer._read_losses = interrupted_read
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    from xpnet.checkpoint import load_checkpoint
+        def interrupted_read(pending, first_step):
+            if trainer.current_epoch == 1 and trainer.epoch_step == trainer.iter_per_epoch:
+                ctrl_c()  # where a GPU run spends its time: waiting for the loss
+            return read(pending, first_step)
 
-    checkpoint = load_checkpoint(path)
-    assert (checkpoint.epoch, checkpoint.meta["step"]) == (2, 0)
-    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
-    assert resumed.test_acc_list == straight.test_acc_list[:2]
-    resumed.train()
-    assert_same_run(resumed, straight)
+        trainer._read_losses = interrupted_read
+
+    assert_resumes_to(*interrupted_run(tmp_path, arrange, (2, 0)))
 
 
 def test_ctrl_c_between_an_epochs_last_step_and_its_end_resumes_by_finishing_the_epoch(device, rng, tmp_path):
     import contextlib
 
     xpnet.set_device(device)
-    path = tmp_path / "interrupted.npz"
-    straight = seeded_trainer(3).train()
-    trainer = seeded_trainer(3, checkpoint_path=path)
-    protected = trainer._interrupt.step
 
-    @contextlib.contextmanager
-    def step():
-        if trainer.current_epoch == 1 and trainer.epoch_step == trainer.iter_per_epoch:
-            raise KeyboardInterrupt  # Ctrl-C in the instant between the two
-        with protected():
-            yield
+    def arrange(trainer):
+        protected = trainer._interrupt.step
 
-    trainer._interrupt.step = step
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    from xpnet.checkpoint import load_checkpoint
+        @contextlib.contextmanager
+        def step():
+            if trainer.current_epoch == 1 and trainer.epoch_step == trainer.iter_per_epoch:
+                raise KeyboardInterrupt  # Ctrl-C in the instant between the two
+            with protected():
+                yield
 
-    checkpoint = load_checkpoint(path)
-    assert (checkpoint.epoch, checkpoint.meta["step"]) == (1, trainer.iter_per_epoch)
-    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
-    resumed.train()
-    assert_same_run(resumed, straight)
-    assert resumed.test_acc_list == straight.test_acc_list
+        trainer._interrupt.step = step
+
+    assert_resumes_to(*interrupted_run(tmp_path, arrange, (1, 6)))  # 6 steps per epoch
 
 
 def test_ctrl_c_during_the_evaluation_keeps_the_epochs_accuracies(device, rng, tmp_path):
     xpnet.set_device(device)
-    path = tmp_path / "interrupted.npz"
-    straight = seeded_trainer(3).train()
-    trainer = seeded_trainer(3, checkpoint_path=path)
-    evaluate = trainer._evaluate
 
-    def interrupted_evaluation():
-        if trainer.current_epoch == 2:
-            ctrl_c()
-        evaluate()
+    def arrange(trainer):
+        evaluate = trainer._evaluate
 
-    trainer._evaluate = interrupted_evaluation
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    from xpnet.checkpoint import load_checkpoint
+        def interrupted_evaluation():
+            if trainer.current_epoch == 2:
+                ctrl_c()
+            evaluate()
 
-    checkpoint = load_checkpoint(path)
-    assert (checkpoint.epoch, checkpoint.meta["step"]) == (2, 0)
-    resumed = make_trainer(np.random.default_rng(0), epochs=3, resume=path)
-    assert resumed.test_acc_list == straight.test_acc_list[:2]
-    resumed.train()
-    assert_same_run(resumed, straight)
+        trainer._evaluate = interrupted_evaluation
+
+    assert_resumes_to(*interrupted_run(tmp_path, arrange, (2, 0)))
 
 
 def test_a_step_cut_short_leaves_the_last_checkpoint_as_it_was(device, rng, tmp_path):
