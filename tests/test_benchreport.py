@@ -142,6 +142,37 @@ def test_crossover_batch():
     assert re.search(r"\| relu C \| forward \| not up to batch 512 \|", section)
 
 
+def network_step(net, times_ms, peaks_mib=None, batch=256):
+    """Training-step entries of one network: {backend: ms}, peaks {backend: MiB}."""
+    return [bench_entry(f"{net} 1x28x28", backend, batch, ms * MS, pass_="train-step",
+                        **({"peak_gpu_bytes": peaks_mib[backend] * MIB} if peaks_mib and backend in peaks_mib else {}))
+            for backend, ms in times_ms.items()]
+
+
+def test_the_gpu_targets_at_batch_256_are_stated_with_how_far_off_each_is():
+    data = synthetic_results()
+    data["benchmarks"] += network_step("DeepConvNet", {"numpy": 150.0, "cupy": 5.0, "torch-cuda": 3.0},
+                                       {"cupy": 200, "torch-cuda": 150})
+    data["benchmarks"] += network_step("SimpleConvNet", {"numpy": 60.0, "cupy": 2.2, "torch-cuda": 1.0})
+    data["benchmarks"] += network_step("SimpleConvNet", {"numpy": 30.0, "cupy": 1.0, "torch-cuda": 1.0}, batch=128)
+    rows = {row[0]: row[1:] for row in benchreport.gpu_targets(benchreport.parse_results(data))}
+    assert rows == {
+        "DeepConvNet training step, GPU ÷ PyTorch CUDA": ["1.67×", "≤ 2", "yes"],
+        "DeepConvNet training step, GPU speedup over the CPU": ["30.00×", "≥ 20", "yes"],
+        "DeepConvNet training step, peak GPU memory (xpnet against PyTorch)": ["200.0 MiB against 150.0 MiB",
+                                                                               "reported", "—"],
+        "SimpleConvNet training step, GPU ÷ PyTorch CUDA": ["2.20×", "≤ 2", "no"],
+        "SimpleConvNet training step, peak GPU memory (xpnet against PyTorch)": ["— against —", "reported", "—"],
+    }
+    report = benchreport.build_report(data)
+    assert "## The GPU targets (training step at batch 256)" in report
+    assert "| SimpleConvNet training step, GPU ÷ PyTorch CUDA | 2.20× | ≤ 2 | no |" in report
+
+
+def test_without_a_gpu_step_at_batch_256_the_report_says_so():
+    assert "No training step at batch 256 has a GPU time in this file." in benchreport.build_report(synthetic_results())
+
+
 def test_main_writes_report_and_png(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: the speedup plot cannot be drawn")
     results = write(tmp_path / "results.json", synthetic_results())

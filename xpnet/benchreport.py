@@ -29,7 +29,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["main", "load_results", "build_report", "compare_table", "crossovers", "plot_speedup"]
+__all__ = ["main", "load_results", "build_report", "compare_table", "crossovers", "gpu_targets", "plot_speedup"]
 
 CPU, GPU, TORCH_CPU, TORCH_CUDA = "numpy", "cupy", "torch-cpu", "torch-cuda"
 STATS = ("median", "min", "mean")
@@ -228,6 +228,42 @@ def crossovers(results):
     return found
 
 
+TARGET_BATCH = 256  # the batch at which the GPU targets are stated
+TARGET_VS_TORCH = 2.0  # xpnet's GPU training step at most this many times PyTorch CUDA's
+TARGET_SPEEDUP = 20.0  # DeepConvNet's GPU training step at least this many times faster than xpnet's CPU one
+
+
+def gpu_targets(results):
+    """Rows (what, measured, target, met) for the GPU targets: each network's training step at batch 256.
+
+    Per network: GPU time ÷ PyTorch CUDA's (≤ 2); for DeepConvNet also the
+    GPU's speedup over xpnet on the CPU (≥ 20); and the peak GPU memory of
+    xpnet and PyTorch, reported. Empty when no training step at that batch
+    has a GPU time.
+    """
+    rows = []
+    for (layer, pass_, batch), by_backend in _cases(results).items():
+        gpu = by_backend.get(GPU)
+        if pass_ != "train-step" or batch != TARGET_BATCH or gpu is None:
+            continue
+        net, cpu, torch = layer.split()[0], by_backend.get(CPU), by_backend.get(TORCH_CUDA)
+
+        def verdict(ok):
+            return DASH if ok is None else ("yes" if ok else "no")
+
+        ratio = gpu.seconds / torch.seconds if torch else None
+        rows.append([f"{net} training step, GPU ÷ PyTorch CUDA", fmt_ratio(gpu.seconds, torch and torch.seconds),
+                     f"≤ {TARGET_VS_TORCH:g}", verdict(None if ratio is None else ratio <= TARGET_VS_TORCH)])
+        if net == "DeepConvNet":
+            speedup = cpu.seconds / gpu.seconds if cpu else None
+            rows.append([f"{net} training step, GPU speedup over the CPU", fmt_ratio(cpu and cpu.seconds, gpu.seconds),
+                         f"≥ {TARGET_SPEEDUP:g}", verdict(None if speedup is None else speedup >= TARGET_SPEEDUP)])
+        memory = " against ".join(f"{fmt_mib(r.peak_gpu_bytes)} MiB" if r and r.peak_gpu_bytes else DASH
+                                  for r in (gpu, torch))
+        rows.append([f"{net} training step, peak GPU memory (xpnet against PyTorch)", memory, "reported", DASH])
+    return sorted(rows, key=lambda row: row[0])
+
+
 def _machine_lines(data, stat):
     info = data.get("machine_info") or {}
     facts = info.get("xpnet") or {}
@@ -288,6 +324,13 @@ def build_report(data, stat="median", source="results", png_note=None):
         keys = [k for k in cases if next(iter(cases[k].values())).family == family]
         keys.sort(key=lambda k: (layers.index(k[0]), passes.index(k[1]), k[2]))
         out += [f"## {family}", "", _markdown_table(TABLE_HEADER, [_row(k, cases[k]) for k in keys]), ""]
+
+    targets = gpu_targets(results)
+    out += [f"## The GPU targets (training step at batch {TARGET_BATCH})", ""]
+    if targets:
+        out += [_markdown_table(("what", "measured", "target", "met"), targets, text_columns=4), ""]
+    else:
+        out += [f"No training step at batch {TARGET_BATCH} has a GPU time in this file.", ""]
 
     found = crossovers(results)
     out += ["## Where the GPU starts to win", ""]
