@@ -3,8 +3,7 @@
 #
 #     bash benchmarks/gpu_results.sh OUT [PART ...]
 #
-# PART is any of tests, example, bench, experiments, search (default: all of them, about 12 minutes
-# on an H100 machine). Needs CuPy, pytest and pytest-benchmark; PyTorch for the peers, matplotlib for the
+# PART is any of tests, example, bench, experiments, search (default: all of them). Needs CuPy, pytest and pytest-benchmark; PyTorch for the peers, matplotlib for the
 # pictures, Optuna for the search (each part that lacks one says so in its log). Runs from the source
 # tree. Writes into OUT:
 #   gpu_info.txt                   nvidia-smi, xpnet info, the commit
