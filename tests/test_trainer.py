@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -108,6 +109,7 @@ def test_weights_broken_by_an_epochs_last_update_are_caught_before_the_checkpoin
                                                     r".*unchanged"):
         trainer.train()
     assert path.read_bytes() == good
+    assert len(trainer.epoch_times) == len(trainer.test_acc_list) == 1  # the broken epoch is not recorded
 
 
 def test_checkpoint_and_resume_continue_where_training_stopped(device, rng, tmp_path):
@@ -169,6 +171,31 @@ def assert_resumes_to(resumed, straight):
     resumed.train()
     assert_same_run(resumed, straight)
     assert resumed.test_acc_list == straight.test_acc_list
+    assert len(resumed.epoch_times) == len(straight.epoch_times) and min(resumed.epoch_times) > 0
+
+
+def test_an_epoch_cut_by_ctrl_c_is_timed_with_the_seconds_before_and_after_the_resume(rng, tmp_path):
+    pause = 0.02  # per step
+
+    def slowed(trainer):
+        step = trainer.train_step
+
+        def slow_step(x, t):
+            time.sleep(pause)
+            return step(x, t)
+
+        trainer.train_step = slow_step
+
+    def arrange(trainer):
+        slowed(trainer)
+        interrupt_at(trainer, 9, "sigint")  # the third of six steps in the second epoch
+
+    resumed, straight = interrupted_run(tmp_path, arrange, (1, 3))
+    slowed(resumed)
+    resumed.train()
+    assert len(resumed.epoch_times) == 3
+    # Five of its six steps slept (interrupt_at runs the cut one itself): two before the resume, three after.
+    assert resumed.epoch_times[1] >= 5 * pause
 
 
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resume_goes_on_from_that_step(device, rng, tmp_path):

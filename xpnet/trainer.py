@@ -103,6 +103,7 @@ class Trainer:
         self.current_iter = 0
         self.epoch_step = 0  # steps done of the epoch under way (after a resume from Ctrl-C, where it goes on)
         self._pending, self._epoch_losses = [], []  # its losses not yet read from the device, and those read
+        self._epoch_started, self._resumed_seconds = None, 0.0  # its clock, and its seconds before a resume
         self._interrupt = _DeferredInterrupt()
         self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
         self.epoch_times = []
@@ -161,7 +162,9 @@ class Trainer:
         bar = _progress(self.iter_per_epoch, f"epoch {epoch}/{self.epochs}", self.verbose)
         if bar is not None and self.epoch_step:
             bar.update(self.epoch_step)
-        start, seen = time.perf_counter(), 0
+        start = self._epoch_started = time.perf_counter() - self._resumed_seconds
+        self._resumed_seconds = 0.0
+        seen = min(self.epoch_step * self.batch_size, self.train_size)
         for index in self._batches(epoch)[self.epoch_step:]:
             index = xp.asarray(index) if xp is not np else index
             device = self.network.device
@@ -183,8 +186,9 @@ class Trainer:
                 self._interrupt.raise_if_requested()
         with self._interrupt.step():  # a finished epoch is checkpointed with its accuracies
             synchronize()
-            self.epoch_times.append(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
             self._check_parameters(self.current_iter + self.iter_per_epoch)
+            self.epoch_times.append(seconds)
             if bar is not None:
                 bar.close()
             self.current_iter += self.iter_per_epoch
@@ -249,7 +253,16 @@ class Trainer:
         history = {"train_loss_list": self.train_loss_list + self._epoch_losses, "train_acc_list": self.train_acc_list,
                    "test_acc_list": self.test_acc_list, "epoch_times": self.epoch_times}
         save_checkpoint(path, self.network.state(), optimizer=self.optimizer, epoch=self.current_epoch,
-                        step=self.epoch_step, seed=self.seed, history=json.dumps(history))
+                        step=self.epoch_step, seed=self.seed, epoch_seconds=self._unfinished_epoch_seconds(),
+                        history=json.dumps(history))
+
+    def _unfinished_epoch_seconds(self):
+        """Seconds spent on the epoch under way (0 between epochs): a resume adds its own to them."""
+        if not self.epoch_step:
+            return 0.0
+        if self._epoch_started is None:  # resumed, not yet trained
+            return self._resumed_seconds
+        return time.perf_counter() - self._epoch_started
 
     def load_checkpoint(self, path):
         """Continue from a checkpoint: it may come from another device than this network's."""
@@ -282,6 +295,8 @@ class Trainer:
         self.train_acc_list = history.get("train_acc_list", [])
         self.test_acc_list = history.get("test_acc_list", [])
         self.epoch_times = history.get("epoch_times", [])
+        self._resumed_seconds = float(checkpoint.meta.get("epoch_seconds", 0.0)) if self.epoch_step else 0.0
+        self._epoch_started = None
 
 
 class _DeferredInterrupt:
