@@ -3,17 +3,18 @@
 #
 #     bash benchmarks/gpu_results.sh OUT [PART ...]
 #
-# PART is any of tests, example, bench, experiments, search (default: all of them). Needs CuPy, pytest and pytest-benchmark; PyTorch for the peers, matplotlib for the
-# pictures, Optuna for the search (each part that lacks one says so in its log). Runs from the source
-# tree. Writes into OUT:
-#   gpu_info.txt                   nvidia-smi, xpnet info, the commit
-#   gpu_tests.log                  python -m pytest tests, with CuPy
-#   example_gpu.log                XPNET_DEVICE=gpu python examples/train_convnet.py
-#   results.json, bench.log,       the full benchmark suite, timed, and its report (with the GPU targets)
+# PART is any of tests, example, bench, experiments, search (default: all of them). Needs CuPy, pytest
+# and pytest-benchmark; PyTorch for the peers, matplotlib for the pictures, Optuna for the search (each
+# part that lacks one says so in its log). Runs from the source tree. Writes into OUT:
+#   gpu_info.txt                     nvidia-smi, xpnet info, the commit
+#   gpu_tests.log                    python -m pytest tests, with CuPy
+#   example_gpu.log                  XPNET_DEVICE=gpu python examples/train_convnet.py
+#   results.json, bench.log,         the full benchmark suite, timed, and its report (with the GPU targets)
 #     report.md, speedup.png
-#   experiments-{cpu,gpu}/         every experiment on each device, and experiments.md comparing their times
-#   search-{cpu,gpu}.log           the book's search (100 trials) on each device
-#   status.txt                     the exit status of each part
+#   experiments-{cpu,gpu}/, *.log    every experiment on each device, and experiments.md comparing their times
+#   search-{cpu,gpu}/, *.log         the book's search (100 trials) on each device
+#   status.txt                       the exit status and time of each part
+# The script exits with status 1 if any part failed.
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_results.sh OUT [tests|example|bench|experiments|search ...]}
 shift
@@ -27,54 +28,70 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 : > "$out/status.txt"
 
 part() {  # part NAME COMMAND...: run it, note its exit status and time
-    local name=$1 start=$SECONDS
+    local name=$1 start=$SECONDS status
     shift
     "$@"
-    echo "$name: exit $? after $((SECONDS - start)) s" >> "$out/status.txt"
+    status=$?
+    echo "$name: exit $status after $((SECONDS - start)) s" >> "$out/status.txt"
 }
 
-{ nvidia-smi; $py -m xpnet info; git rev-parse HEAD 2>/dev/null || echo "commit unknown (not a git checkout)"; } \
+to() {  # to FILE COMMAND...: the command's output, both streams, into FILE
+    local file=$1
+    shift
+    "$@" > "$file" 2>&1
+}
+
+{ nvidia-smi; "$py" -m xpnet info; git rev-parse HEAD 2>/dev/null || echo "commit unknown (not a git checkout)"; } \
     > "$out/gpu_info.txt" 2>&1
 
 for name in $parts; do
     case $name in
     tests)
-        part tests bash -c "$py -m pytest tests -q -p no:cacheprovider -rs > '$out/gpu_tests.log' 2>&1" ;;
+        part tests to "$out/gpu_tests.log" "$py" -m pytest tests -q -p no:cacheprovider -rs ;;
     example)
-        part example bash -c "XPNET_DEVICE=gpu $py examples/train_convnet.py > '$out/example_gpu.log' 2>&1" ;;
+        part example to "$out/example_gpu.log" env XPNET_DEVICE=gpu "$py" examples/train_convnet.py ;;
     bench)
-        part bench bash -c "XPNET_BENCH=1 $py -m pytest benchmarks -p no:xdist -p no:cacheprovider \
-            --benchmark-max-time=0.5 --benchmark-columns=median,iqr,rounds \
-            --benchmark-json='$out/results.json' > '$out/bench.log' 2>&1"
-        part report $py -m xpnet.benchreport "$out/results.json" --out "$out" ;;
+        part bench to "$out/bench.log" env XPNET_BENCH=1 "$py" -m pytest benchmarks -p no:xdist -p no:cacheprovider \
+            --benchmark-max-time=0.5 --benchmark-columns=median,iqr,rounds --benchmark-json="$out/results.json"
+        part report "$py" -m xpnet.benchreport "$out/results.json" --out "$out" ;;
     experiments)
+        if ! experiments=$("$py" -c "from xpnet.experiments import EXPERIMENTS; print(*sorted(EXPERIMENTS))"); then
+            echo "experiments: exit 1, they could not be listed" >> "$out/status.txt"
+            continue
+        fi
+        rm -rf "$out"/experiments-cpu "$out"/experiments-gpu "$out"/experiments-*.log
         for device in cpu gpu; do
-            for experiment in $($py -c "from xpnet.experiments import EXPERIMENTS; print(*sorted(EXPERIMENTS))"); do
-                part "experiment $experiment on $device" bash -c "$py -m xpnet experiment $experiment \
-                    --device $device --out '$out/experiments-$device' >> '$out/experiments-$device.log' 2>&1"
+            for experiment in $experiments; do
+                part "experiment $experiment on $device" to "$out/experiments-$device-$experiment.log" \
+                    "$py" -m xpnet experiment "$experiment" --device "$device" --out "$out/experiments-$device"
             done
         done
-        part "experiments table" $py - "$out" <<'EOF'
+        # shellcheck disable=SC2086  # one argument per experiment
+        part "experiments table" "$py" - "$out" $experiments <<'PYTHON'
 import json, sys
 from pathlib import Path
 
-out = Path(sys.argv[1])
+out, names = Path(sys.argv[1]), sys.argv[2:]
 rows = ["| experiment | CPU s | GPU s | CPU ÷ GPU |", "| --- | ---: | ---: | ---: |"]
-for cpu_file in sorted((out / "experiments-cpu").glob("*.json")):
-    gpu_file = out / "experiments-gpu" / cpu_file.name
-    if not gpu_file.exists():
-        continue
-    cpu, gpu = (json.loads(f.read_text())["seconds"] for f in (cpu_file, gpu_file))
-    rows.append(f"| {cpu_file.stem} | {cpu:.1f} | {gpu:.1f} | {cpu / gpu:.2f}× |")
+for name in names:
+    seconds = []
+    for device in ("cpu", "gpu"):
+        path = out / f"experiments-{device}" / f"{name}.json"
+        seconds.append(json.loads(path.read_text())["seconds"] if path.exists() else None)
+    cpu, gpu = seconds
+    cells = [f"{s:.1f}" if s is not None else "failed" for s in seconds]
+    ratio = f"{cpu / gpu:.2f}×" if cpu is not None and gpu is not None else "—"
+    rows.append(f"| {name} | {cells[0]} | {cells[1]} | {ratio} |")
 (out / "experiments.md").write_text("Wall time of each experiment, the same command on each device.\n\n"
                                     + "\n".join(rows) + "\n")
 print("\n".join(rows))
-EOF
+PYTHON
         ;;
     search)
         for device in cpu gpu; do
-            part "search on $device" bash -c "$py -m xpnet search --device $device --quiet \
-                --out '$out/search-$device' > '$out/search-$device.log' 2>&1"
+            rm -rf "$out/search-$device"
+            part "search on $device" to "$out/search-$device.log" \
+                "$py" -m xpnet search --device "$device" --quiet --out "$out/search-$device"
         done ;;
     *)
         echo "unknown part $name: choose from tests, example, bench, experiments, search" >&2
@@ -82,3 +99,4 @@ EOF
     esac
 done
 cat "$out/status.txt"
+! grep -qv ": exit 0 after" "$out/status.txt"  # fails if any part did
