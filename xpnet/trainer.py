@@ -148,9 +148,7 @@ class Trainer:
         if self._interrupt.in_step:
             self._say(f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it was")
             return
-        if self._pending:
-            self._epoch_losses += self._read_losses(self._pending, self.current_iter + self.epoch_step - len(self._pending) + 1)
-            self._pending = []
+        self._flush_losses()
         self._check_parameters(self.current_iter + self.epoch_step)
         self.save_checkpoint(self.checkpoint_path)
         self._say(f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps of the next "
@@ -175,8 +173,7 @@ class Trainer:
                 seen += len(index)
                 step = self.epoch_step
                 if step % self.log_every == 0 or step == self.iter_per_epoch:
-                    self._epoch_losses += self._read_losses(self._pending, self.current_iter + step - len(self._pending) + 1)
-                    self._pending = []
+                    self._flush_losses()
                     if bar is not None:
                         rate = seen / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix({"loss": f"{self._epoch_losses[-1]:.4f}", "ex/s": f"{rate:,.0f}"})
@@ -196,6 +193,13 @@ class Trainer:
             self.train_loss_list += self._epoch_losses
             self._epoch_losses = []
             self._evaluate()
+
+    def _flush_losses(self):
+        """Read the losses still on the device (one synchronization) into the epoch's list."""
+        if self._pending:
+            first_step = self.current_iter + self.epoch_step - len(self._pending) + 1
+            self._epoch_losses += self._read_losses(self._pending, first_step)
+            self._pending = []
 
     def _read_losses(self, pending, first_step):
         xp = get_array_module(*pending)
