@@ -12,11 +12,11 @@ import numpy as np
 
 from .backend import device_of, get_array_module, host_rng, to_device, to_numpy
 from .backend import seed as set_seed
+from .layers import BatchNormalization
 
 __all__ = ["numerical_gradient", "layer_gradients", "check_layer_gradient", "check_network_gradient", "GradientCheckError"]
 
 PARAM_GRADS = (("W", "dW"), ("b", "db"), ("gamma", "dgamma"), ("beta", "dbeta"))
-_BUFFERS = ("running_mean", "running_var")  # constants of a layer in test mode, checked for their dtype
 
 
 class GradientCheckError(AssertionError):
@@ -94,7 +94,7 @@ def check_layer_gradient(layer, x, *args, rtol=1e-5, atol=1e-7, **kwargs):
     """
     owner = type(layer).__name__
     arrays = {"x": x}
-    for name in [name for name, _ in PARAM_GRADS] + list(_BUFFERS):
+    for name in [name for name, _ in PARAM_GRADS] + list(BatchNormalization.buffers):
         if hasattr(getattr(layer, name, None), "shape"):
             arrays[f"{owner}.{name}"] = getattr(layer, name)
     _require_float64("check_layer_gradient: ", arrays,

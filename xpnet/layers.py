@@ -320,6 +320,7 @@ class BatchNormalization:
     """
 
     eps = 1e-6
+    buffers = ("running_mean", "running_var")  # state kept with the parameters, not trained
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
         if gamma.ndim != 1:

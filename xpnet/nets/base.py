@@ -8,7 +8,7 @@ from ..gradient import numerical_gradient
 from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
-_BUFFERS = ("running_mean", "running_var")
+_BUFFERS = BatchNormalization.buffers
 
 
 class Network:
