@@ -193,9 +193,11 @@ def scratch(xp, shape, dtype, slot=0):
     not kept. On the GPU, CuPy's memory pool already reuses memory, so this
     is ``xp.empty``.
     """
+    if xp.__name__ != "numpy":
+        return xp.empty(shape, dtype=dtype)
     dtype = xp.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if xp.__name__ != "numpy" or nbytes > SCRATCH_KEEP_BYTES:
+    if nbytes > SCRATCH_KEEP_BYTES:
         return xp.empty(shape, dtype=dtype)
     buffers = _scratch.__dict__.setdefault("buffers", {})
     buffer = buffers.get(slot)
