@@ -1,5 +1,8 @@
 """Fixtures shared by the tests: every test body that touches arrays runs once per usable backend."""
 
+import sys
+import types
+
 import numpy as np
 import pytest
 
@@ -35,3 +38,24 @@ def _fresh_state():
     xpnet.seed(0)
     yield
     xpnet.set_device("cpu")
+
+
+@pytest.fixture
+def forget_cupy_probe(monkeypatch):
+    """Make the backend look for CuPy again (its cache is restored when the test ends)."""
+    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None}.items():
+        monkeypatch.setattr(backend, name, value)
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch, forget_cupy_probe):
+    """``fake_cupy(is_available)``: an installed CuPy 14.0.0, imported from sys.modules, that answers
+    ``is_available()`` as told."""
+    def install(is_available):
+        fake = types.ModuleType("cupy")
+        fake.__version__ = "14.0.0"
+        fake.is_available = is_available
+        monkeypatch.setitem(sys.modules, "cupy", fake)
+        return fake
+
+    return install

@@ -97,24 +97,8 @@ def test_import_is_quick_and_does_not_import_cupy():
     assert imported == "False"
 
 
-def forget_the_cupy_probe(monkeypatch):
-    """Make the backend look for CuPy again (its cache is restored when the test ends)."""
-    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None}.items():
-        monkeypatch.setattr(backend, name, value)
-
-
-def fake_cupy(monkeypatch, is_available):
-    """An installed CuPy 14.0.0, imported from sys.modules, that answers is_available() as told."""
-    fake = types.ModuleType("cupy")
-    fake.__version__ = "14.0.0"
-    fake.is_available = is_available
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    forget_the_cupy_probe(monkeypatch)
-    return fake
-
-
-def test_the_version_of_an_installed_cupy_is_known_without_a_usable_gpu(monkeypatch):
-    fake_cupy(monkeypatch, is_available=lambda: False)
+def test_the_version_of_an_installed_cupy_is_known_without_a_usable_gpu(fake_cupy):
+    fake_cupy(is_available=lambda: False)
     assert not xpnet.gpu_available()
     versions = backend.library_versions()
     assert versions["cupy"] == "14.0.0"
@@ -122,18 +106,17 @@ def test_the_version_of_an_installed_cupy_is_known_without_a_usable_gpu(monkeypa
     assert backend.gpu_unavailable_reason() == "CuPy is installed but sees no usable CUDA device or driver"
 
 
-def test_the_version_of_cupy_is_known_when_cuda_fails(monkeypatch):
+def test_the_version_of_cupy_is_known_when_cuda_fails(fake_cupy):
     def insufficient_driver():
         raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
 
-    fake_cupy(monkeypatch, is_available=insufficient_driver)
+    fake_cupy(is_available=insufficient_driver)
     assert backend.library_versions()["cupy"] == "14.0.0"
     assert "CUDA fails (RuntimeError: cudaErrorInsufficientDriver" in backend.gpu_unavailable_reason()
 
 
-def test_without_cupy_there_is_no_cupy_version(monkeypatch):
+def test_without_cupy_there_is_no_cupy_version(monkeypatch, forget_cupy_probe):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as if CuPy were not installed
-    forget_the_cupy_probe(monkeypatch)
     assert backend.library_versions()["cupy"] is None
     assert backend.gpu_unavailable_reason().startswith("CuPy cannot be imported")
 

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -146,13 +145,8 @@ def test_info_names_the_versions_and_why_the_gpu_is_unusable():
         assert "gpu:0" in result.stdout
 
 
-def test_info_names_an_installed_cupy_when_no_gpu_is_usable(monkeypatch, capsys):
-    fake = types.ModuleType("cupy")
-    fake.__version__ = "14.0.0"
-    fake.is_available = lambda: False  # installed, but no driver or device
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None}.items():
-        monkeypatch.setattr(backend, name, value)  # probe again; restored afterwards
+def test_info_names_an_installed_cupy_when_no_gpu_is_usable(fake_cupy, capsys):
+    fake_cupy(is_available=lambda: False)  # installed, but no driver or device
     assert main(["info"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert ("cupy         14.0.0 (installed; no usable GPU: "
