@@ -60,6 +60,12 @@ def test_pooling_forward_matches_the_plain_loop(device, rng, shape, window, stri
     np.testing.assert_allclose(to_numpy(out), pool2d(x, *window, stride, pad, mode), rtol=1e-6, atol=1e-7)
 
 
+def test_pooling_has_the_books_default_stride_of_two(device, rng):
+    x = distinct_values(rng, (2, 3, 6, 6)).astype(np.float32)
+    out = Pooling(2, 2).forward(to_device(x, device))
+    np.testing.assert_array_equal(to_numpy(out), pool2d(x, 2, 2, 2, 0, "max"))
+
+
 def test_max_pooling_backward_routes_each_gradient_to_its_maximum(device):
     x = np.array([[1, 5, 2, 0], [3, 4, 8, 1], [0, 2, 1, 1], [7, 0, 0, 9]], np.float32).reshape(1, 1, 4, 4)
     pool = Pooling(2, 2, stride=2)

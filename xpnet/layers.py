@@ -556,8 +556,8 @@ class Pooling:
     """Max (default) or average pooling over ``pool_h`` x ``pool_w`` windows.
 
     (N, C, H, W) in, (N, C, OH, OW) out with ``OH = floor((H + 2*pad -
-    pool_h) / stride) + 1``. Note the book's default ``stride=1``; its
-    networks pass ``stride=2`` for 2x2 pooling. ``pad`` must be smaller than
+    pool_h) / stride) + 1``. ``stride`` defaults to 2, as in the book, so
+    ``Pooling(2, 2)`` halves each side. ``pad`` must be smaller than
     the window, so that every window holds at least one real pixel.
 
     Fixed relative to the book: the output size accounts for ``pad`` (the
@@ -570,7 +570,7 @@ class Pooling:
     a strided elementwise operation on the whole batch.
     """
 
-    def __init__(self, pool_h, pool_w, stride=1, pad=0, mode="max"):
+    def __init__(self, pool_h, pool_w, stride=2, pad=0, mode="max"):
         self.pool_h = _check_positive_int("Pooling", "pool_h", pool_h, 1)
         self.pool_w = _check_positive_int("Pooling", "pool_w", pool_w, 1)
         self.stride = _check_positive_int("Pooling", "stride", stride, 1)
