@@ -385,6 +385,19 @@ def test_softmax_with_loss_rejects_labels_of_the_wrong_shape(device, rng):
         SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.array([0, 1]), device))
 
 
+def test_softmax_with_loss_takes_a_column_of_index_labels_as_the_books_chapter_7_gradient_check_gives(device, rng):
+    x, t = f32(rng, (3, 4), device), np.array([2, 0, 3])
+    column, flat = SoftmaxWithLoss(), SoftmaxWithLoss()
+    loss = column.forward(x, to_device(t.reshape(3, 1), device))
+    assert float(loss) == pytest.approx(float(flat.forward(x, to_device(t, device))), rel=1e-6)
+    np.testing.assert_allclose(to_numpy(column.backward()), to_numpy(flat.backward()), rtol=1e-6)
+
+
+def test_softmax_with_loss_names_the_counts_when_labels_and_scores_differ_in_length(device, rng):
+    with pytest.raises(ValueError, match=r"got shape \(5, 1\); 5 labels for 3 examples"):
+        SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.zeros((5, 1), np.int64), device))
+
+
 def test_softmax_with_loss_refuses_out_of_range_labels_on_the_cpu_and_gives_nan_on_the_gpu(device, rng):
     x, t = f32(rng, (2, 4), device), to_device(np.array([0, 4]), device)
     if device == "cpu":

@@ -111,6 +111,27 @@ def test_accuracy_takes_one_hot_labels(device, rng):
     assert net.accuracy(x, np.eye(3)[t]) == net.accuracy(x, t)
 
 
+def test_accuracy_takes_a_column_of_index_labels(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNet(4, [5], 3)
+    x = rng.standard_normal((25, 4))
+    t = to_numpy(net.predict(x)).argmax(axis=1)  # labels the network gets all right
+    assert net.accuracy(x, t.reshape(-1, 1), batch_size=10) == net.accuracy(x, t, batch_size=10) == 1.0
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros(12, np.int64), r"accuracy: labels must be indices \(10,\) or one-hot \(10, 3\), got shape \(12,\); "
+                             r"12 labels for 10 examples"),
+    (np.zeros((8, 1), np.int64), r"got shape \(8, 1\); 8 labels for 10 examples"),
+    (np.full(10, 3), r"accuracy: labels must lie in 0..2, got 3..3"),
+    (np.full(10, 1.0), r"accuracy: index labels must be integers, got dtype float64"),
+])
+def test_accuracy_refuses_labels_that_do_not_fit_instead_of_returning_a_number(device, rng, labels, message):
+    xpnet.set_device(device)
+    with pytest.raises(ValueError, match=message):
+        MultiLayerNet(4, [5], 3).accuracy(rng.standard_normal((10, 4)), labels, batch_size=4)
+
+
 def test_weight_decay_adds_to_the_loss(device, rng):
     xpnet.set_device(device)
     xpnet.seed(1)

@@ -312,6 +312,19 @@ def test_labels_are_checked_once_before_training(device, rng):
         Trainer(MultiLayerNet(6, [4], 3), x, t[:-1], x, t, verbose=False)
 
 
+def test_a_column_of_index_labels_trains_like_a_vector_of_them(device, rng):
+    xpnet.set_device(device)
+    x, t = blobs(rng)
+    runs = []
+    for labels in (t, t.reshape(-1, 1)):
+        xpnet.seed(0)
+        trainer = Trainer(MultiLayerNet(6, [10], 3), x[:90], labels[:90], x[90:], labels[90:], epochs=5,
+                          mini_batch_size=16, optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False, seed=1)
+        runs.append(trainer.train())
+    np.testing.assert_allclose(runs[1].train_loss_list, runs[0].train_loss_list, rtol=1e-6)
+    assert runs[1].test_acc_list == runs[0].test_acc_list and runs[1].test_acc_list[-1] >= 0.9
+
+
 def test_the_progress_bar_shows_epoch_loss_and_speed(rng, capsys):
     make_trainer(rng, epochs=1, verbose=True, log_every=2).train()
     err = capsys.readouterr()

@@ -25,6 +25,7 @@ from __future__ import annotations
 from . import backend, kernels
 from .backend import DeviceError, get_array_module
 from .functions import log_softmax
+from .labels import class_indices
 from .util import (
     add_windows_channels_last,
     channels_last,
@@ -197,7 +198,7 @@ class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy loss.
 
     ``forward(x, t)``: scores ``x`` (N, K); labels ``t`` as class indices (N,)
-    or as rows (N, K) of target probabilities, one-hot or not. Returns the
+    or (N, 1), or as rows (N, K) of target probabilities, one-hot or not. Returns the
     loss as a 0-d array on ``x``'s device (read it with ``float(loss)``).
     ``backward(dout=1)`` returns (N, K).
 
@@ -225,17 +226,10 @@ class SoftmaxWithLoss:
                 f"SoftmaxWithLoss: the scores are on {backend.device_of(x)} but the labels are on "
                 f"{backend.device_of(t)}; move the labels with xpnet.to_device(t, {backend.device_of(x)!r})"
             )
-        if t.shape == x.shape:
+        indices = class_indices(t, n, k, "SoftmaxWithLoss")
+        if indices is None:
             return self._forward_rows(x, t)
-        if t.shape != (n,):
-            raise ValueError(
-                f"SoftmaxWithLoss: labels must be indices ({n},) or one-hot ({n}, {k}), got shape {tuple(t.shape)}"
-            )
-        if t.dtype.kind not in "iu":
-            raise ValueError(f"SoftmaxWithLoss: index labels must be integers, got dtype {t.dtype}")
-        if xp.__name__ == "numpy" and n and (t.min() < 0 or t.max() >= k):
-            raise ValueError(f"SoftmaxWithLoss: labels must lie in 0..{k - 1}, got {t.min()}..{t.max()}")
-        self.t = t.astype(xp.intp, copy=False)
+        self.t = indices.astype(xp.intp, copy=False)
         if kernels.active(xp):
             self.y, row_loss = kernels.softmax_cross_entropy(xp.ascontiguousarray(x), self.t)
             self.loss = row_loss.mean()

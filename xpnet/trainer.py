@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from .backend import get_array_module, host_rng, synchronize, to_device, to_numpy
+from .labels import class_indices
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -353,12 +354,13 @@ def _check_labels(network, x, t, what):
     """Once, on the host: labels are valid class indices (or one-hot rows) for the network's output."""
     classes = network.predict(x[:1]).shape[1]
     labels = to_numpy(t)
-    if labels.ndim == 2:
+    if labels.ndim == 2 and labels.shape[1] != 1:
         if labels.shape[1] != classes:
             raise ValueError(f"{what} one-hot labels have {labels.shape[1]} columns but the network has {classes} outputs")
         return
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"{what} labels must be integer class indices or one-hot rows, got dtype {labels.dtype}")
+    labels = class_indices(labels, len(labels), classes, f"{what} labels", check_range=False)
+    if labels is None:  # one-hot rows of a one-output network
+        return
     if labels.min() < 0 or labels.max() >= classes:
         raise ValueError(f"{what} labels run from {labels.min()} to {labels.max()}, but the network has {classes} outputs")
 

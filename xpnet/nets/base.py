@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .. import backend
-from ..backend import get_array_module, to_device
+from ..backend import get_array_module, to_device, to_numpy
 from ..gradient import numerical_gradient
+from ..labels import class_indices
 from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
@@ -84,16 +85,26 @@ class Network:
         return loss
 
     def accuracy(self, x, t, batch_size=100):
-        """Fraction of correct predictions (a Python float), ``batch_size`` examples at a time."""
-        if x.shape[0] == 0:
+        """Fraction of correct predictions (a Python float), ``batch_size`` examples at a time.
+
+        ``t`` holds class indices (N,) or (N, 1), or one-hot rows (N, K). It is
+        read on the host once: labels of another length than ``x``, or outside
+        0..K-1, are a ValueError that names the numbers.
+        """
+        n = x.shape[0]
+        if n == 0:
             raise ValueError("accuracy: no examples")
         correct = 0
-        for start in range(0, x.shape[0], batch_size):
-            xb, tb = self._on_device(x[start:start + batch_size], t[start:start + batch_size])
-            if tb.ndim != 1:
-                tb = tb.argmax(axis=1)
-            correct = correct + (self.predict(xb).argmax(axis=1) == tb).sum()
-        return float(correct) / x.shape[0]
+        labels = None
+        for start in range(0, n, batch_size):
+            scores = self.predict(x[start:start + batch_size])
+            if labels is None:
+                labels = to_numpy(t)
+                indices = class_indices(labels, n, scores.shape[1], "accuracy")
+                labels = labels.argmax(axis=1) if indices is None else indices
+            (tb,) = self._on_device(labels[start:start + batch_size])
+            correct = correct + (scores.argmax(axis=1) == tb).sum()
+        return float(correct) / n
 
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
