@@ -325,6 +325,22 @@ def test_convolution_rejects_bad_stride_and_pad(device, rng, kwargs, message):
         Convolution(f32(rng, (2, 1, 3, 3), device), f32(rng, (2,), device), **kwargs)
 
 
+@pytest.mark.parametrize("bias", [0, 0.5, np.float64(0.5), np.array(0.5)], ids=["int", "float", "numpy-scalar", "0-d"])
+def test_a_scalar_bias_is_broadcast_to_every_filter_as_the_books_apply_filter_passes_it(device, rng, bias):
+    W, x = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((2, 2, 5, 5))
+    conv = Convolution(to_device(W, device), bias)
+    assert conv.b.shape == (3,) and conv.b.dtype == np.float64 and xpnet.backend.device_of(conv.b) == device
+    expected = conv2d(x, W, np.full(3, float(bias)), 1, 0)
+    np.testing.assert_allclose(to_numpy(conv.forward(to_device(x, device))), expected, rtol=1e-10)
+
+
+def test_a_scalar_bias_of_an_affine_layer_is_broadcast_too(device, rng):
+    W, x = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)
+    affine = Affine(to_device(W, device), 1)
+    assert affine.b.shape == (3,) and affine.b.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(affine.forward(to_device(x, device))), x @ W + 1, rtol=1e-6)
+
+
 def test_convolution_rejects_a_bias_of_the_wrong_shape(device, rng):
     with pytest.raises(ValueError, match=r"Convolution: b must have shape \(2,\), got \(3,\)"):
         Convolution(f32(rng, (2, 1, 3, 3), device), f32(rng, (3,), device))

@@ -103,6 +103,16 @@ def _check_param_shape(layer, name, array, shape):
         raise ValueError(f"{layer}: {name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
 
 
+def _bias(layer, b, W, size):
+    """The bias of a layer: an array of shape (size,) as given; a scalar (a number or a 0-d array, as the
+    book's apply_filter.py passes ``0``) broadcast to ``size`` copies on W's device, in W's dtype."""
+    if getattr(b, "ndim", 0) == 0:
+        value = backend.to_numpy(b).item() if hasattr(b, "shape") else b
+        return get_array_module(W).full(size, value, dtype=W.dtype)
+    _check_param_shape(layer, "b", b, (size,))
+    return b
+
+
 def _output_size(layer, axis, size, window, stride, pad):
     try:
         return conv_output_size(size, window, stride, pad)
@@ -158,7 +168,7 @@ class Sigmoid:
 class Affine:
     """y = x W + b.
 
-    ``W`` (D, M), ``b`` (M,); ``x`` is (N, D) or any (N, ...) whose trailing
+    ``W`` (D, M), ``b`` (M,) (a scalar is broadcast to M copies); ``x`` is (N, D) or any (N, ...) whose trailing
     dimensions multiply to D (an image batch from a convolution). ``dx`` has
     ``x``'s shape.
     """
@@ -166,8 +176,7 @@ class Affine:
     def __init__(self, W, b):
         if W.ndim != 2:
             raise ValueError(f"Affine: W must be 2-D (D, M), got shape {tuple(W.shape)}")
-        _check_param_shape("Affine", "b", b, (W.shape[1],))
-        self.W, self.b = W, b
+        self.W, self.b = W, _bias("Affine", b, W, W.shape[1])
         self.x = None
         self.original_x_shape = None
         self.dW = None
@@ -402,7 +411,8 @@ class BatchNormalization:
 class Convolution:
     """2-D convolution (cross-correlation, as in the book) by im2col and one matrix product.
 
-    ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases. ``forward`` takes
+    ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases (a scalar is broadcast to
+    FN copies: ``Convolution(W, 0)``). ``forward`` takes
     (N, C, H, W) and returns (N, FN, OH, OW) with
     ``OH = floor((H + 2*pad - FH) / stride) + 1`` (likewise OW).
 
@@ -422,8 +432,7 @@ class Convolution:
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
             raise ValueError(f"Convolution: W must be 4-D (FN, C, FH, FW), got shape {tuple(W.shape)}")
-        _check_param_shape("Convolution", "b", b, (W.shape[0],))
-        self.W, self.b = W, b
+        self.W, self.b = W, _bias("Convolution", b, W, W.shape[0])
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
         self.pad = _check_positive_int("Convolution", "pad", pad, 0)
         self.x_shape = None
