@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import signal
@@ -11,7 +12,7 @@ import time
 
 import numpy as np
 
-from .backend import get_array_module, host_rng, synchronize, to_device, to_numpy
+from .backend import device_of, get_array_module, host_rng, synchronize, to_device, to_numpy
 from .labels import class_indices
 
 __all__ = ["Trainer", "TrainingDivergedError"]
@@ -26,7 +27,11 @@ class Trainer:
 
     Parameters (the book's)
     ----------
-    network : any object with ``params``, ``gradient(x, t)``, ``loss``, ``accuracy``
+    network : any object with ``params`` (a dict of arrays), ``gradient(x, t)``,
+        ``loss(x, t)`` and ``accuracy(x, t)``, such as the book's own network
+        classes; it trains on the device of its parameters. The loss of a
+        step is read from ``network.last_layer.loss`` where there is one (the
+        forward pass of ``gradient``), else from ``network.loss`` after the update
     x_train, t_train, x_test, t_test : arrays; kept where they are (the host,
         normally), each mini-batch is moved to the network's device once
     epochs : full passes over the training set
@@ -119,7 +124,8 @@ class Trainer:
         """One forward, backward and update; returns the loss as a 0-d array on the device."""
         grads = self.network.gradient(x_batch, t_batch)
         self.optimizer.update(self.network.params, grads)
-        return self.network.last_layer.loss
+        loss = getattr(getattr(self.network, "last_layer", None), "loss", None)  # from the forward pass just run
+        return loss if loss is not None else self.network.loss(x_batch, t_batch)
 
     def _batches(self, epoch):
         """Index arrays of one shuffled pass; the order depends only on (seed, epoch)."""
@@ -166,7 +172,7 @@ class Trainer:
         seen = min(self.epoch_step * self.batch_size, self.train_size)
         for index in self._batches(epoch)[self.epoch_step:]:
             index = xp.asarray(index) if xp is not np else index
-            device = self.network.device
+            device = device_of(next(iter(self.network.params.values())))
             with self._interrupt.step():  # Ctrl-C waits for the step and its bookkeeping
                 loss = self.train_step(to_device(self.x_train[index], device), to_device(self.t_train[index], device))
                 self._pending.append(loss)
@@ -234,14 +240,19 @@ class Trainer:
         x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
         if n is not None:
             x_train, t_train, x_test, t_test = x_train[:n], t_train[:n], x_test[:n], t_test[:n]
-        train_acc = self.network.accuracy(x_train, t_train, batch_size=max(self.batch_size, 100))
-        test_acc = self.network.accuracy(x_test, t_test, batch_size=max(self.batch_size, 100))
+        train_acc, test_acc = self._accuracy(x_train, t_train), self._accuracy(x_test, t_test)
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
         if self.verbose:
             recent = self.train_loss_list[-self.iter_per_epoch:]
             self._say(f"epoch {self.current_epoch}/{self.epochs}: loss {np.mean(recent):.4f}, "
                       f"train acc {train_acc:.4f}, test acc {test_acc:.4f}, {self.epoch_times[-1]:.2f} s")
+
+    def _accuracy(self, x, t):
+        """The network's accuracy as a float; in batches of at least 100 where its ``accuracy`` takes a batch size."""
+        if "batch_size" in inspect.signature(self.network.accuracy).parameters:
+            return float(self.network.accuracy(x, t, batch_size=max(self.batch_size, 100)))
+        return float(self.network.accuracy(x, t))
 
     def _say(self, text):
         if self.verbose:
@@ -257,7 +268,8 @@ class Trainer:
 
         history = {"train_loss_list": self.train_loss_list + self._epoch_losses, "train_acc_list": self.train_acc_list,
                    "test_acc_list": self.test_acc_list, "epoch_times": self.epoch_times}
-        save_checkpoint(path, self.network.state(), optimizer=self.optimizer, epoch=self.current_epoch,
+        state = self.network.state() if hasattr(self.network, "state") else self.network.params
+        save_checkpoint(path, state, optimizer=self.optimizer, epoch=self.current_epoch,
                         step=self.epoch_step, seed=self.seed, epoch_seconds=self._unfinished_epoch_seconds(),
                         history=json.dumps(history))
 
@@ -273,8 +285,13 @@ class Trainer:
         """Continue from a checkpoint: it may come from another device than this network's."""
         from .checkpoint import load_checkpoint
 
+        from .checkpoint import restore_params
+
         checkpoint = load_checkpoint(path)
-        self.network.load_state(checkpoint.params, where=str(path))
+        if hasattr(self.network, "load_state"):
+            self.network.load_state(checkpoint.params, where=str(path))
+        else:
+            restore_params(self.network.params, checkpoint.params, where=str(path))
         if checkpoint.optimizer_state:
             mine = type(self.optimizer).__name__
             if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
@@ -352,6 +369,8 @@ def _check_data(what, x, t):
 
 def _check_labels(network, x, t, what):
     """Once, on the host: labels are valid class indices (or one-hot rows) for the network's output."""
+    if not hasattr(network, "predict"):  # a duck-typed network: its loss checks the labels
+        return
     classes = network.predict(x[:1]).shape[1]
     labels = to_numpy(t)
     if labels.ndim == 2 and labels.shape[1] != 1:
