@@ -395,6 +395,32 @@ def test_a_network_with_only_the_four_methods_trains_and_checkpoints(device, rng
         np.testing.assert_array_equal(to_numpy(resumed.network.params[name]), to_numpy(value))
 
 
+class CountingNet(MultiLayerNet):
+    """A MultiLayerNet that records how many examples each accuracy call saw."""
+
+    def accuracy(self, x, t, batch_size=100):
+        self.seen = getattr(self, "seen", []) + [len(x)]
+        return super().accuracy(x, t, batch_size)
+
+
+def test_the_final_test_accuracy_is_measured_over_the_whole_test_set_as_the_book_does(rng, capsys):
+    x, t = blobs(rng, n=150)
+    net = CountingNet(6, [10], 3)
+    trainer = Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=2, mini_batch_size=30,
+                      evaluate_sample_num_per_epoch=20, verbose=True).train()
+    assert net.seen == [20, 20, 20, 20, 60]  # train and test samples per epoch, then the whole test set
+    assert len(trainer.test_acc_list) == 2
+    assert trainer.final_test_acc == net.accuracy(x[90:], t[90:])
+    assert f"test acc: {trainer.final_test_acc:.4f}" in capsys.readouterr().out
+
+
+def test_the_final_test_accuracy_is_the_last_epochs_when_that_was_over_the_whole_test_set(rng):
+    x, t = blobs(rng)
+    net = CountingNet(6, [10], 3)
+    trainer = Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=2, mini_batch_size=30, verbose=False).train()
+    assert net.seen == [90, 30, 90, 30] and trainer.final_test_acc == trainer.test_acc_list[-1]
+
+
 def test_the_progress_bar_shows_epoch_loss_and_speed(rng, capsys):
     make_trainer(rng, epochs=1, verbose=True, log_every=2).train()
     err = capsys.readouterr()
