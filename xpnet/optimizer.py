@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from . import backend, kernels
 from .backend import DeviceError, get_array_module
 
@@ -96,9 +94,10 @@ class Optimizer:
         for key, grad in grads.items():
             param = params[key]
             if _is_scalar(param):
-                value = np.array(param, dtype=np.result_type(param, 0.0))
-                self._step(np, key, value, grad.astype(value.dtype, copy=False))
-                params[key] = value[()] if isinstance(param, np.generic) else value.item()
+                xp = get_array_module(param)  # NumPy: a scalar lives on the host
+                value = xp.array(param, dtype=xp.result_type(param, 0.0))
+                self._step(xp, key, value, grad.astype(value.dtype, copy=False))
+                params[key] = value[()] if isinstance(param, xp.generic) else value.item()
             else:
                 self._step(get_array_module(param), key, param, grad)
 
@@ -393,7 +392,9 @@ class AdamW(Adam):
 
 def _is_scalar(value):
     """A Python number or NumPy scalar: a parameter that has no memory to update in place."""
-    return isinstance(value, (int, float, np.generic)) and not isinstance(value, bool)
+    if isinstance(value, bool) or backend.is_cupy_array(value):
+        return False
+    return isinstance(value, (int, float)) or isinstance(value, get_array_module(value).generic)
 
 
 OPTIMIZERS = {
