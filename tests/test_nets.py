@@ -1,5 +1,7 @@
 """The book's networks: gradients, devices, dtypes, and the book's defects fixed."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from xpnet import to_numpy
 from xpnet.gradient import check_network_gradient
 from xpnet.layers import Dropout
 from xpnet.nets import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
+from xpnet.safe_pickle import UnsafePickleError
 
 
 def data(rng, shape, classes=10):
@@ -176,3 +179,49 @@ def test_load_state_checks_batchnorm_statistics_before_copying_anything(device, 
         net.load_state(state)
     for k, v in net.state().items():
         np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)
+
+
+# --- the book's pickled weights ------------------------------------------------------------------
+
+
+def book_pickle(path, net, rng):
+    """Weights for ``net`` as the book's own class pickles them: a dict of float64 arrays, protocol 4."""
+    params = {k: 0.3 * rng.standard_normal(p.shape) for k, p in net.params.items()}
+    path.write_bytes(pickle.dumps(params, protocol=4))
+    return params
+
+
+def test_a_book_pickle_of_simple_convnet_loads_safely_and_unchanged(device, rng, tmp_path):
+    xpnet.set_device(device)
+    net, reference = small_convnet(), small_convnet()
+    params = book_pickle(tmp_path / "params.pkl", net, rng)
+    net.load_params(tmp_path / "params.pkl")
+    reference.load_state(params)
+    assert net.params["W1"].dtype == np.float32 and net.device == device
+    x = rng.standard_normal((3, 1, 8, 8))
+    np.testing.assert_array_equal(to_numpy(net.predict(x)), to_numpy(reference.predict(x)))
+
+
+def test_a_book_pickle_of_deep_convnet_gives_the_books_test_time_scores(device, rng, tmp_path):
+    """The book's Dropout scales by 0.5 at test time after Relu7 and after Affine2: scores 0.5 (0.5 h W8 + b8)."""
+    xpnet.set_device(device)
+    net, raw = DeepConvNet(), DeepConvNet()
+    params = book_pickle(tmp_path / "deep_convnet_params.pkl", net, rng)
+    net.load_params(tmp_path / "deep_convnet_params.pkl")
+    raw.load_state(params)
+    x = rng.random((2, 1, 28, 28))
+    h = xpnet.to_device(x, device)
+    for name, layer in raw.layers.items():
+        if name == "Dropout1":
+            break
+        h = layer.forward(h)
+    W8, b8 = params["W8"].astype(np.float32), params["b8"].astype(np.float32)
+    books_scores = 0.5 * ((0.5 * to_numpy(h)) @ W8 + b8)
+    np.testing.assert_allclose(to_numpy(net.predict(x)), books_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hostile_pickle_is_refused_by_load_params(tmp_path):
+    path = tmp_path / "params.pkl"  # what pickle.dumps writes for an object whose __reduce__ is (os.system, ("true",))
+    path.write_bytes(b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94.")
+    with pytest.raises(UnsafePickleError, match="params.pkl: refused the global posix.system"):
+        small_convnet().load_params(path)

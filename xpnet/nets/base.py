@@ -175,7 +175,24 @@ class Network:
         save_params(file_name, self.state())
 
     def load_params(self, file_name="params.npz"):
-        """Load what :meth:`save_params` wrote, on whatever device this network is."""
-        from ..checkpoint import load_params
+        """Load what :meth:`save_params` wrote, on whatever device this network is.
 
-        self.load_state(load_params(file_name), where=str(file_name))
+        A ``.pkl`` file is taken for the book's own ``save_params`` of the same
+        network: it is read by :mod:`xpnet.safe_pickle` (arrays and plain
+        containers only, nothing called) and converted by
+        :meth:`convert_book_params`.
+        """
+        from ..checkpoint import is_pickle, load_params
+
+        params = load_params(file_name)
+        if is_pickle(file_name):
+            params = self.convert_book_params(params)
+        self.load_state(params, where=str(file_name))
+
+    def convert_book_params(self, params):
+        """Parameters saved by the book's class of this network, made to compute the same here: unchanged.
+
+        Networks where xpnet computes differently from the book with the same
+        weights override this (:class:`~xpnet.nets.DeepConvNet`).
+        """
+        return dict(params)
