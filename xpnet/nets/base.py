@@ -63,8 +63,14 @@ class Network:
 
     # --- the book's protocol ------------------------------------------------------
 
+    # The public methods call _scores and _loss, never each other, so that a subclass may change what
+    # they return (the book's compatibility layer hands NumPy back) without changing what they compute.
+
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax, on the network's device."""
+        return self._scores(x, train_flg)
+
+    def _scores(self, x, train_flg):
         (x,) = self._on_device(x)
         for layer in self.layers.values():
             x = layer.forward(x, train_flg) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(x)
@@ -77,8 +83,11 @@ class Network:
         uses the training mode. The book's DeepConvNet always evaluated its
         loss with dropout active.
         """
+        return self._loss(x, t, train_flg)
+
+    def _loss(self, x, t, train_flg):
         x, t = self._on_device(x, t)
-        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        loss = self.last_layer.forward(self._scores(x, train_flg), t)
         if self.weight_decay_lambda:
             decay = sum((self.params[name] ** 2).sum() for name in self._decayed)
             loss = loss + 0.5 * self.weight_decay_lambda * decay
@@ -97,7 +106,7 @@ class Network:
         correct = 0
         labels = None
         for start in range(0, n, batch_size):
-            scores = self.predict(x[start:start + batch_size])
+            scores = self._scores(x[start:start + batch_size], False)
             if labels is None:
                 labels = to_numpy(t)
                 indices = class_indices(labels, n, scores.shape[1], "accuracy")
@@ -108,7 +117,7 @@ class Network:
 
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
-        self.loss(x, t, train_flg=True)
+        self._loss(x, t, True)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
@@ -127,7 +136,7 @@ class Network:
         which fixes the mask.
         """
         x, t = self._on_device(x, t)
-        return {name: numerical_gradient(lambda _: self.loss(x, t, train_flg=True), p) for name, p in self.params.items()}
+        return {name: numerical_gradient(lambda _: self._loss(x, t, True), p) for name, p in self.params.items()}
 
     # --- saving ---------------------------------------------------------------------
 
