@@ -74,6 +74,14 @@ def build_parser():
                                        add_help=False)
     report.add_argument("args", nargs=argparse.REMAINDER)
 
+    from .tools import convert
+    from .tools.book import run as book_run
+
+    book = commands.add_parser("book", help="the book's chapter scripts, unchanged, on xpnet")
+    book_commands = book.add_subparsers(dest="book_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    book_run.add_arguments(book_commands.add_parser("run", help="run a chapter script of the book unchanged"))
+    convert.add_arguments(commands.add_parser("convert", help="the book's pickled weights as an xpnet .npz, safely"))
+
     for name, help_text in (("experiment", "the book's questions as experiments with pictures"),
                             ("search", "hyperparameter search with Optuna")):
         sub = commands.add_parser(name, help=help_text, add_help=False)
@@ -103,6 +111,16 @@ def main(argv=None):
             from .benchreport import main as report_main
 
             return report_main(args.args)
+        if args.command == "book":
+            if args.book_command != "run":
+                parser.exit(2, "xpnet book: error: the subcommand is 'run' (see xpnet book run --help)\n")
+            from .tools.book.run import run as run_book_script
+
+            return run_book_script(args)
+        if args.command == "convert":
+            from .tools.convert import run as convert
+
+            return convert(args)
         if args.command == "experiment":
             from .experiments import main as experiment_main
 

@@ -198,7 +198,8 @@ class Network:
             params = self.convert_book_params(params)
         self.load_state(params, where=str(file_name))
 
-    def convert_book_params(self, params):
+    @classmethod
+    def convert_book_params(cls, params):
         """Parameters saved by the book's class of this network, made to compute the same here: unchanged.
 
         Networks where xpnet computes differently from the book with the same

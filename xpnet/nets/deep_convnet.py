@@ -69,7 +69,8 @@ class DeepConvNet(Network):
 
     BOOK_DROPOUT_RATIO = 0.5  # the book's DeepConvNet: Dropout(0.5) after Relu7 and after Affine2
 
-    def convert_book_params(self, params):
+    @classmethod
+    def convert_book_params(cls, params):
         """The book's trained weights (``deep_convnet_params.pkl``), made to give the book's test-time scores.
 
         The book's dropout keeps units unscaled while training and multiplies
@@ -79,7 +80,7 @@ class DeepConvNet(Network):
         time) and there is none after the last layer, so W8 is scaled by 0.25
         and b8 by 0.5: ``predict`` then gives exactly the book's scores.
         """
-        keep = 1.0 - self.BOOK_DROPOUT_RATIO
+        keep = 1.0 - cls.BOOK_DROPOUT_RATIO
         params = dict(params)
         params["W8"] = params["W8"] * (keep * keep)
         params["b8"] = params["b8"] * keep
