@@ -88,6 +88,6 @@ def cross_entropy_error(y, t):
     return -xp.log(xp.maximum(picked, 1e-7)).mean()
 
 
-def softmax_loss(x, t):
-    """Mean cross entropy of the softmax of scores ``x`` (N, K) against labels ``t``."""
-    return cross_entropy_error(softmax(x), t)
+def softmax_loss(X, t):
+    """Mean cross entropy of the softmax of scores ``X`` (N, K) against labels ``t`` (the book's names)."""
+    return cross_entropy_error(softmax(X), t)

@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["UnsafePickleError", "RestrictedUnpickler", "load", "loads", "load_params"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle names a callable or holds a value that is not an array or a plain container."""
 
 

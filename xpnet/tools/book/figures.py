@@ -9,6 +9,7 @@ windows of the book's interactive ``show()`` would. Drawing is Agg's.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from matplotlib.backend_bases import FigureManagerBase
@@ -17,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 FigureCanvas = FigureCanvasAgg
 FigureManager = FigureManagerBase
 
-prefix = "figure"  # set by xpnet book run: the output folder joined with the script's name
+PREFIX_VARIABLE = "XPNET_BOOK_FIGURES"  # set by xpnet book run: the output folder joined with the script's name
 written: list[str] = []  # the files written so far
 
 
@@ -25,6 +26,7 @@ def show(*args, **kwargs):
     """Write every open figure to the next ``<prefix>-figure<N>.png``, then close them all."""
     import matplotlib.pyplot as plt
 
+    prefix = os.environ.get(PREFIX_VARIABLE) or "figure"
     for number in plt.get_fignums():
         path = f"{prefix}-figure{len(written) + 1}.png"
         plt.figure(number).savefig(path)

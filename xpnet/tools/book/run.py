@@ -84,7 +84,8 @@ def book_environment(script, args, device):
     """The book's import names, the script's argv and folder, safe pickles, MNIST and figures; all put back after."""
     folder = str(script.resolve().parent)
     saved_path, saved_argv = list(sys.path), list(sys.argv)
-    saved_env = {name: os.environ.get(name) for name in ("XPNET_DEVICE", "XPNET_BOOK_MNIST", "MPLBACKEND")}
+    saved_env = {name: os.environ.get(name) for name in ("XPNET_DEVICE", "XPNET_BOOK_MNIST", "MPLBACKEND",
+                                                         "XPNET_BOOK_FIGURES")}
     saved_pickle = pickle.load, pickle.loads
     _forget_modules(lambda name, path: name.split(".")[0] in ("common", "dataset"))
     sys.path[:0] = [str(SHIM), folder]
@@ -131,9 +132,10 @@ def _figures_to_files(script, out):
     """Select the figures backend, writing to ``out`` (default: the working directory); returns how to undo it."""
     folder = Path(out) if out else Path.cwd()
     folder.mkdir(parents=True, exist_ok=True)
-    from . import figures
-
-    figures.prefix, figures.written[:] = str(folder / script.stem), []
+    os.environ["XPNET_BOOK_FIGURES"] = str(folder / script.stem)
+    figures = sys.modules.get("xpnet.tools.book.figures")  # imported by matplotlib only when the script draws
+    if figures is not None:
+        figures.written.clear()
     if "matplotlib.pyplot" in sys.modules:  # already imported here (a second run in one process)
         import matplotlib.pyplot as plt
 
