@@ -209,7 +209,8 @@ def test_ch06_overfit_dropout(book_run):
 @book_script("ch06", "overfit_weight_decay.py")
 def test_ch06_overfit_weight_decay(book_run):
     (result, folder), out = book_run, book_run[0].stdout
-    assert len(numbers_after("train acc:", out)) == 8 and numbers_after("train acc:", out)[-1] > 0.5, out
+    accuracies = numbers_after("train acc:", out)
+    assert len(accuracies) == 15 and accuracies[-1] >= accuracies[0] + 0.2, out  # it learns, slowly under decay
     assert figures(folder, "overfit_weight_decay.py") == 1
 
 

@@ -22,7 +22,7 @@ x_train = x_train[validation_num:]
 t_train = t_train[validation_num:]
 
 
-def __train(lr, weight_decay, epocs=3):
+def __train(lr, weight_decay, epocs=5):
     network = MultiLayerNet(input_size=784, hidden_size_list=[30, 30], output_size=10,
                             weight_decay_lambda=weight_decay)
     trainer = Trainer(network, x_train, t_train, x_val, t_val,
@@ -37,7 +37,7 @@ results_val = {}
 results_train = {}
 for _ in range(optimization_trial):
     weight_decay = 10 ** np.random.uniform(-8, -4)
-    lr = 10 ** np.random.uniform(-2, -1)
+    lr = 10 ** np.random.uniform(-1.3, -0.7)
     val_acc_list, train_acc_list = __train(lr, weight_decay)
     print("val acc:" + str(val_acc_list[-1]) + " | lr:" + str(lr) + ", weight decay:" + str(weight_decay))
     key = "lr:" + str(lr) + ", weight decay:" + str(weight_decay)

@@ -17,9 +17,9 @@ weight_decay_lambda = 0.1
 
 network = MultiLayerNet(input_size=784, hidden_size_list=[30, 30, 30], output_size=10,
                         weight_decay_lambda=weight_decay_lambda)
-optimizer = SGD(lr=0.05)
+optimizer = SGD(lr=0.1)
 
-max_epochs = 8
+max_epochs = 15
 train_size = x_train.shape[0]
 batch_size = 50
 
