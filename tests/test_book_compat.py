@@ -290,3 +290,11 @@ def test_the_t10k_substitute_splits_the_real_test_images_8000_2000(book, monkeyp
     monkeypatch.setenv("XPNET_BOOK_MNIST", f"t10k:{SHARED_MNIST}")
     (x, t), (x_test, t_test) = book("dataset.mnist").load_mnist(flatten=False, one_hot_label=True)
     assert x.shape == (8000, 1, 28, 28) and x_test.shape == (2000, 1, 28, 28) and t.shape == (8000, 10)
+
+
+def test_the_trainer_takes_an_optimizer_object_with_the_books_default_optimizer_param(book, rng):
+    network = book("common.multi_layer_net").MultiLayerNet(input_size=4, hidden_size_list=[3], output_size=2)
+    x, t = rng.standard_normal((10, 4)).astype(np.float32), rng.integers(0, 2, 10)
+    optimizer = book("common.optimizer").Momentum(lr=0.05)
+    trainer = book("common.trainer").Trainer(network, x, t, x, t, epochs=1, optimizer=optimizer, verbose=False)
+    assert trainer.optimizer is optimizer

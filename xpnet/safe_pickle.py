@@ -94,23 +94,25 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"refused the persistent id {pid!r}: plain pickles of arrays have none")
 
 
-def loads(data, where="<bytes>"):
+def loads(data, where="<bytes>", *, encoding="ASCII", errors="strict"):
     """The object in the pickle ``data`` (bytes), if it holds only arrays and plain containers."""
-    return load(io.BytesIO(data), where=where)
+    return load(io.BytesIO(data), where=where, encoding=encoding, errors=errors)
 
 
-def load(file, where=None):
+def load(file, where=None, *, encoding="ASCII", errors="strict"):
     """The object in a pickle file (a path or a binary file object), if it holds only arrays and plain containers.
 
     Raises :class:`UnsafePickleError` (a ``pickle.UnpicklingError``) naming
     the file and the refused name, before calling anything the file names.
+    ``encoding`` and ``errors`` are ``pickle.load``'s, for Python 2's strings
+    (NumPy arrays pickled by Python 2 need ``encoding="latin1"``).
     """
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as f:
-            return load(f, where=os.fspath(file) if where is None else where)
+            return load(f, where=os.fspath(file) if where is None else where, encoding=encoding, errors=errors)
     where = where or getattr(file, "name", "<stream>")
     try:
-        obj = RestrictedUnpickler(file).load()
+        obj = RestrictedUnpickler(file, encoding=encoding, errors=errors).load()
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{where}: {exc}") from None
     _refuse_object_arrays(obj, where)

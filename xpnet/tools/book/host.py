@@ -100,6 +100,9 @@ class Adam(HostGradients, optimizer.Adam):
     """xpnet's Adam; host gradients for parameters on any device."""
 
 
+_BOOK_OPTIMIZER_PARAM = {"lr": 0.01}  # the book's default optimizer_param, never changed
+
+
 class Trainer(trainer.Trainer):
     """xpnet's Trainer with the book's signature; the networks above train with their device gradients.
 
@@ -109,9 +112,11 @@ class Trainer(trainer.Trainer):
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100, optimizer="SGD",
-                 optimizer_param={"lr": 0.01}, evaluate_sample_num_per_epoch=None, verbose=True):  # noqa: B006 (the book's)
+                 optimizer_param=_BOOK_OPTIMIZER_PARAM, evaluate_sample_num_per_epoch=None, verbose=True):
+        if optimizer_param is _BOOK_OPTIMIZER_PARAM:  # the book's default, not given: none for an optimizer object
+            optimizer_param = dict(optimizer_param) if isinstance(optimizer, str) else None
         super().__init__(network, x_train, t_train, x_test, t_test, epochs, mini_batch_size, optimizer,
-                         dict(optimizer_param), evaluate_sample_num_per_epoch, verbose)
+                         optimizer_param, evaluate_sample_num_per_epoch, verbose)
 
     def train_step(self, x_batch, t_batch):
         """One step of :meth:`xpnet.trainer.Trainer.train_step`, with the gradients left on the device."""

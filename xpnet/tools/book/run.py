@@ -112,16 +112,18 @@ def book_environment(script, args, device):
             path.startswith(str(SHIM)) or "." not in name and os.path.dirname(path) == folder))  # its neighbours
 
 
-def _safe_load(file, **_):
+def _safe_load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None):
+    """pickle.load for the script: xpnet.safe_pickle.load, with pickle.load's keywords."""
     from xpnet.safe_pickle import load
 
-    return load(file)
+    return load(file, encoding=encoding, errors=errors)
 
 
-def _safe_loads(data, /, **_):
+def _safe_loads(data, /, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None):
+    """pickle.loads for the script: xpnet.safe_pickle.loads, with pickle.loads' keywords."""
     from xpnet.safe_pickle import loads
 
-    return loads(data)
+    return loads(data, encoding=encoding, errors=errors)
 
 
 def _has_display():
