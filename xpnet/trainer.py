@@ -295,9 +295,7 @@ class Trainer:
 
     def load_checkpoint(self, path):
         """Continue from a checkpoint: it may come from another device than this network's."""
-        from .checkpoint import load_checkpoint
-
-        from .checkpoint import restore_params
+        from .checkpoint import load_checkpoint, restore_params
 
         checkpoint = load_checkpoint(path)
         if hasattr(self.network, "load_state"):
