@@ -13,7 +13,7 @@ Options of that command may follow, e.g. --quick, --device gpu, --hidden-sizes 1
 
 import sys
 
-from xpnet.experiments import run_experiment
+from xpnet.tools.experiments import run_experiment
 
 numbers = run_experiment("backprop-vs-numerical", ["--out", "docs", *sys.argv[1:]])
 largest = numbers["rows"][-1]

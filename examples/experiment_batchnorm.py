@@ -13,7 +13,7 @@ Options of that command may follow, e.g. --quick, --device gpu, --epochs 10.
 
 import sys
 
-from xpnet.experiments import run_experiment
+from xpnet.tools.experiments import run_experiment
 
 numbers = run_experiment("batchnorm", ["--out", "docs", *sys.argv[1:]])
 rows = numbers["rows"]

@@ -12,7 +12,7 @@ Options of that command may follow, e.g. --quick, --device gpu, --dataset mnist,
 
 import sys
 
-from xpnet.experiments import run_experiment
+from xpnet.tools.experiments import run_experiment
 
 numbers = run_experiment("conv-filters", ["--out", "docs", *sys.argv[1:]])
 before, after = numbers["rows"]

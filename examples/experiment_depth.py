@@ -12,7 +12,7 @@ Options of that command may follow, e.g. --quick, --device gpu, --max-depth 6, -
 
 import sys
 
-from xpnet.experiments import run_experiment
+from xpnet.tools.experiments import run_experiment
 
 numbers = run_experiment("depth", ["--out", "docs", *sys.argv[1:]])
 best = max(numbers["rows"], key=lambda row: row["test_acc"])

@@ -12,7 +12,7 @@ Options of that command may follow, e.g. --quick, --device gpu, --epochs 50.
 
 import sys
 
-from xpnet.experiments import run_experiment
+from xpnet.tools.experiments import run_experiment
 
 numbers = run_experiment("weight-init", ["--out", "docs", *sys.argv[1:]])
 for row in numbers["rows"]:

@@ -10,7 +10,7 @@ import pytest
 
 import xpnet
 from xpnet import backend
-from xpnet.cli import main
+from xpnet.tools.cli import main
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -114,7 +114,7 @@ def test_missing_data_is_one_line_that_names_the_files_and_their_folder(tmp_path
             "def offline(url, dest):\n"
             "    raise OSError('Name or service not known')  # what urlopen raises on a machine without a network\n"
             "mnist._fetch = offline\n"
-            "from xpnet.cli import main\n"
+            "from xpnet.tools.cli import main\n"
             "sys.exit(main(['train', '--dataset', 'mnist', '--quiet']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
@@ -155,7 +155,7 @@ def test_info_names_an_installed_cupy_when_no_gpu_is_usable(fake_cupy, capsys):
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None; from xpnet.cli import main; "
+    code = ("import sys; sys.modules['matplotlib'] = None; from xpnet.tools.cli import main; "
             f"sys.exit(main(['train', '--epochs', '1', '--plot', r'{tmp_path / 'x.png'}']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1

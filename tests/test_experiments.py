@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from xpnet.cli import main
-from xpnet.experiments import EXPERIMENTS, run_experiment
-from xpnet.experiments.common import epochs_for_steps, format_table
+from xpnet.tools.cli import main
+from xpnet.tools.experiments import EXPERIMENTS, run_experiment
+from xpnet.tools.experiments.common import epochs_for_steps, format_table
 
 pytest.importorskip("matplotlib", reason="the experiments draw with matplotlib: pip install 'xpnet[plot]'")
 

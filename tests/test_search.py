@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from xpnet.cli import main
-from xpnet.search import DEFAULT_SPACE, Param, parse_param
+from xpnet.tools.cli import main
+from xpnet.tools.search import DEFAULT_SPACE, Param, parse_param
 
 REPO = Path(__file__).resolve().parents[1]
 needs_optuna = pytest.mark.skipif(
@@ -92,7 +92,7 @@ def test_a_quick_search_writes_the_picture_and_the_table_and_a_rerun_continues_t
 
 @needs_optuna
 def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_continues(tmp_path, monkeypatch, capsys):
-    from xpnet.search import study as studies
+    from xpnet.tools.search import study as studies
 
     make_objective = studies.make_objective
 
@@ -227,7 +227,7 @@ def test_a_study_refuses_trials_run_with_other_settings(tmp_path, capsys):
 
 
 def test_without_optuna_the_module_imports_and_the_search_says_how_to_get_it():
-    code = ("import sys; sys.modules['optuna'] = None; import xpnet.search; from xpnet.cli import main; "
+    code = ("import sys; sys.modules['optuna'] = None; import xpnet.tools.search; from xpnet.tools.cli import main; "
             "sys.exit(main(['search', '--quick']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1

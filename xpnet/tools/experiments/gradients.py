@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nets import MultiLayerNet
+from xpnet.nets import MultiLayerNet
 from .common import Result, load_data, time_call
 
 NAME = "backprop-vs-numerical"

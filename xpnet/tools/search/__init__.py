@@ -215,7 +215,7 @@ def main(argv=None):
     from ..plot import require_matplotlib
 
     require_matplotlib()  # fail before the search, not after
-    from ..recipes import load_dataset
+    from xpnet.recipes import load_dataset
     from . import report, study as studies
 
     device = select_device(args.device)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
-from ..nets import MultiLayerNet
+from xpnet import backend
+from xpnet.nets import MultiLayerNet
 from .common import Result, epoch_losses, epochs_for_steps, load_data, train
 
 NAME = "weight-init"

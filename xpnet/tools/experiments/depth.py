@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cli import _positive_int
-from ..nets import MultiLayerNet
+from xpnet.nets import MultiLayerNet
 from .common import Result, epoch_time, load_data, seeds, train
 
 NAME = "depth"

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from . import __version__
-from .recipes import DATASETS, DEFAULT_EPOCHS, MODELS
+from xpnet import __version__
+from xpnet.recipes import DATASETS, DEFAULT_EPOCHS, MODELS
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
@@ -100,15 +100,15 @@ def main(argv=None):
         if args.command == "bench":
             if args.bench_command != "report":
                 parser.exit(2, "xpnet bench: error: the subcommand is 'report' (see xpnet bench report --help)\n")
-            from .benchreport import main as report_main
+            from ..benchreport import main as report_main
 
             return report_main(args.args)
         if args.command == "experiment":
-            from .experiments import main as experiment_main
+            from ..experiments import main as experiment_main
 
             return experiment_main(args.args)
         if args.command == "search":
-            from .search import main as search_main
+            from ..search import main as search_main
 
             return search_main(args.args)
     except KeyboardInterrupt:
@@ -130,17 +130,17 @@ def _one_line(exc):
 
 def select_device(name):
     """Apply --device (or XPNET_DEVICE) and return the device in use."""
-    from . import backend
+    from xpnet import backend
 
     return backend.set_device(name if name is not None else os.environ.get("XPNET_DEVICE") or "cpu")
 
 
 def train(args):
-    from . import backend
-    from .checkpoint import load_checkpoint
-    from .plot import require_matplotlib, plot_training
-    from .recipes import build_network, load_dataset
-    from .trainer import Trainer
+    from xpnet import backend
+    from xpnet.checkpoint import load_checkpoint
+    from ..plot import require_matplotlib, plot_training
+    from xpnet.recipes import build_network, load_dataset
+    from xpnet.trainer import Trainer
 
     if args.plot:
         require_matplotlib()  # fail before training, not after
@@ -173,7 +173,7 @@ def train(args):
 
 
 def _device_name(device):
-    from . import backend
+    from xpnet import backend
 
     if device == "cpu":
         return ""
@@ -182,7 +182,7 @@ def _device_name(device):
 
 
 def info():
-    from . import backend
+    from xpnet import backend
 
     versions = backend.library_versions()
     reason = backend.gpu_unavailable_reason()

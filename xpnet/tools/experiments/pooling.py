@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..recipes import DEFAULT_EPOCHS, build_network
+from xpnet.recipes import DEFAULT_EPOCHS, build_network
 from .common import Result, epoch_time, load_data, seeds, train
 
 NAME = "pooling"

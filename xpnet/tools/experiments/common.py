@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from xpnet import backend
 from ..cli import _Parser, _positive_int, add_common_options, select_device
 
 __all__ = ["Result", "build_parser", "main", "run_experiment", "load_data", "train", "seeds", "epochs_for_steps",
@@ -108,7 +108,7 @@ def load_data(args, flatten, quick_train=200, quick_test=100, train_size=None):
     small-data experiments); ``--quick`` keeps at most ``quick_train`` and
     ``quick_test``.
     """
-    from ..recipes import load_dataset
+    from xpnet.recipes import load_dataset
 
     (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, flatten=flatten, data_dir=args.data_dir)
     if train_size is not None:
@@ -128,7 +128,7 @@ def train(network, data, args, optimizer="Adam", lr=0.001, batch_size=100, epoch
     epoch in which it happened (None for a run that finished), and the
     lists hold the epochs completed before it.
     """
-    from ..trainer import Trainer, TrainingDivergedError
+    from xpnet.trainer import Trainer, TrainingDivergedError
 
     (x_train, t_train), (x_test, t_test) = data
     optimizer_param = {"lr": lr} if isinstance(optimizer, str) else None

@@ -13,8 +13,8 @@ final values and the gap between them.
 
 from __future__ import annotations
 
-from .. import backend
-from ..nets import MultiLayerNet, MultiLayerNetExtend
+from xpnet import backend
+from xpnet.nets import MultiLayerNet, MultiLayerNetExtend
 from .common import Result, load_data, train
 
 NAME = "overfitting"

@@ -6,7 +6,7 @@ numbers behind the picture) and prints a short table; in Python,
 ``--device``, ``--seed``, ``--dataset``, ``--data-dir``, ``--out`` and
 ``--quick`` (a tiny run for tests); those that train also take ``--epochs``.
 
-    >>> from xpnet.experiments import EXPERIMENTS, run_experiment
+    >>> from xpnet.tools.experiments import EXPERIMENTS, run_experiment
     >>> sorted(EXPERIMENTS)[:3]
     ['backprop-vs-numerical', 'batchnorm', 'conv-filters']
     >>> numbers = run_experiment("depth", ["--quick", "--out", "/tmp/xpnet"])  # doctest: +SKIP
@@ -23,7 +23,7 @@ import sys
 
 __all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "main"]
 
-# name -> module under xpnet.experiments, imported only when the experiment runs
+# name -> module under xpnet.tools.experiments, imported only when the experiment runs
 EXPERIMENTS = {
     "backprop-vs-numerical": "gradients",
     "depth": "depth",

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import optuna
 
-from .. import backend
-from ..nets import MultiLayerNet
-from ..trainer import Trainer, TrainingDivergedError
+from xpnet import backend
+from xpnet.nets import MultiLayerNet
+from xpnet.trainer import Trainer, TrainingDivergedError
 
 __all__ = ["split_train_validation", "trial_seed", "make_objective", "make_sampler", "make_pruner",
            "TrialSeededSampler", "open_storage", "open_study", "counted", "run"]
@@ -55,7 +55,7 @@ def trial_seed(seed, number, use=_TRAINING):
 def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0, report=True):
     """``objective(trial)``: train MultiLayerNet with the trial's values, return the final validation accuracy.
 
-    ``space`` maps names to :class:`~xpnet.search.Param` (lr, weight_decay,
+    ``space`` maps names to :class:`~xpnet.tools.search.Param` (lr, weight_decay,
     hidden_layers, hidden_size, batch_size). With ``report``, the validation
     accuracy is reported after every epoch, so a pruner can stop a bad trial
     early (each report is a write to the storage: without a pruner, leave it

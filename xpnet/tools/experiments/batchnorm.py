@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
-from ..nets import MultiLayerNetExtend
+from xpnet import backend
+from xpnet.nets import MultiLayerNetExtend
 from .common import Result, epoch_time, load_data, train
 
 NAME = "batchnorm"

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
-from ..backend import DEFAULT_DTYPE
-from ..nets import MultiLayerNet
-from ..optimizer import get_optimizer
+from xpnet import backend
+from xpnet.backend import DEFAULT_DTYPE
+from xpnet.nets import MultiLayerNet
+from xpnet.optimizer import get_optimizer
 from .common import Result, epoch_losses, epoch_time, epochs_for_steps, load_data, train
 
 NAME = "optimizers"

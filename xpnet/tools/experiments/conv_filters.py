@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import to_device, to_numpy
+from xpnet.backend import to_device, to_numpy
 from ..cli import _positive_float
-from ..recipes import DEFAULT_EPOCHS, build_network
+from xpnet.recipes import DEFAULT_EPOCHS, build_network
 from .common import Result, load_data, train
 
 NAME = "conv-filters"

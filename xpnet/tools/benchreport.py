@@ -1,6 +1,6 @@
 """Markdown tables and a speedup plot from the JSON of xpnet's benchmark suite.
 
-    python -m xpnet.benchreport RESULTS.json [--compare BASELINE.json] [--out DIR]
+    python -m xpnet.tools.benchreport RESULTS.json [--compare BASELINE.json] [--out DIR]
     xpnet bench report RESULTS.json [...]
 
 RESULTS.json is what ``XPNET_BENCH=1 python -m pytest benchmarks
@@ -495,4 +495,4 @@ def main(argv=None, prog="xpnet bench report"):
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m xpnet.benchreport"))
+    sys.exit(main(prog="python -m xpnet.tools.benchreport"))
