@@ -1,5 +1,7 @@
 """The command line: training runs, checkpoints, plots, info, and one-line errors."""
 
+import argparse
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +12,10 @@ import pytest
 
 import xpnet
 from xpnet import backend
-from xpnet.tools.cli import main
+from xpnet.optimizer import OPTIMIZERS
+from xpnet.recipes import DATASETS, MODELS
+from xpnet.tools import args
+from xpnet.tools.cli import build_parser, main
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -84,7 +89,10 @@ def test_resuming_with_another_model_names_the_mismatch(tmp_path):
     (["train", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
     (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
     (["train", "--lr", "-1"], "--lr: must be positive"),
-    (["train", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["train", "--device", "tpu"], "argument --device: must be one of cpu, gpu, gpu:N, auto, got 'tpu'"),
+    (["train", "--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["train", "--epochs", "abc"], "argument --epochs: must be a positive integer, got 'abc'"),
+    (["train", "--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["train", "--resume", "/nonexistent/ckpt.npz", "--quiet"], "/nonexistent/ckpt.npz"),
     (["bench", "compare"], "invalid choice"),
 ])
@@ -160,3 +168,88 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
     assert "pip install 'xpnet[plot]'" in result.stderr
+
+
+# --- the parser tree --------------------------------------------------------------------------
+
+
+def all_parsers(parser):
+    """``parser`` and every subparser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from all_parsers(sub)
+
+
+def test_every_option_of_every_command_has_help_that_shows_its_default():
+    parsers = list(all_parsers(build_parser()))
+    assert {p.prog for p in parsers} >= {"xpnet train", "xpnet info", "xpnet search", "xpnet bench report",
+                                         "xpnet experiment depth", "xpnet experiment conv-filters"}
+    for parser in parsers:
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:  # positionals, flags, --help, --version
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings[0]} has no help"
+            assert "default" in formatter._get_help_string(action), f"{parser.prog} {action.option_strings[0]}"
+
+
+def test_the_choices_come_from_the_registries():
+    train = next(p for p in all_parsers(build_parser()) if p.prog == "xpnet train")
+    choices = {a.dest: a.choices for a in train._actions if a.choices}
+    assert list(choices["optimizer"]) == list(OPTIMIZERS)
+    assert list(choices["model"]) == list(MODELS)
+    assert list(choices["dataset"]) == list(DATASETS)
+
+
+@pytest.mark.parametrize("optimizer, lr", [(name, cls().lr) for name, cls in OPTIMIZERS.items()])
+def test_the_learning_rate_defaults_to_the_optimizers_own(optimizer, lr, capsys):
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--optimizer", optimizer]) == 0
+    assert f"{optimizer} lr={lr:g}," in capsys.readouterr().out
+    assert lr == (0.001 if optimizer in ("adam", "adamw") else 0.01)  # the book's
+
+
+def test_device_takes_gpu_n_as_xpnet_device_does(monkeypatch, capsys):
+    chosen = []
+    monkeypatch.setattr(backend, "set_device", lambda name: chosen.append(name) or "cpu")
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--device", "GPU:1", "--quiet"]) == 0
+    assert chosen == ["gpu:1"]
+
+
+def test_the_progress_bar_is_drawn_only_on_a_terminal_unless_asked_for(capsys):
+    assert main(["train", "--model", "mlp", "--epochs", "1"]) == 0
+    assert "step/s" not in capsys.readouterr().err  # stderr is not a terminal here
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--progress"]) == 0
+    assert "epoch 1/1" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    with subprocess.Popen([sys.executable, "-m", "xpnet", "train", "--model", "mlp", "--epochs", "3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        first = process.stdout.readline()
+        process.stdout.close()  # what `| head -1` does after one line
+        err = process.stderr.read()
+        status = process.wait()
+    assert first.startswith("xpnet ")
+    assert err == ""
+    assert status == 141  # as a shell reports a process ended by SIGPIPE
+
+
+def test_the_argument_checkers_name_what_they_want():
+    assert args.positive_int("3") == 3 and args.non_negative_int("0") == 0 and args.ratio("0.5") == 0.5
+    assert args.positive_int_list("50,100") == (50, 100) and args.weight_init_std("He") == "he"
+    assert args.device(" gpu:2 ") == "gpu:2" and args.device("auto") == "auto"
+    for check, text, message in [
+        (args.positive_int, "0", "must be a positive integer, got 0"),
+        (args.positive_int, "1.5", "must be a positive integer, got '1.5'"),
+        (args.non_negative_int, "-1", "must be an integer >= 0, got -1"),
+        (args.positive_float, "inf", "must be positive, got inf"),
+        (args.positive_float, "x", "must be a positive number, got 'x'"),
+        (args.ratio, "1", "must be between 0 and 1, got 1"),
+        (args.positive_int_list, "5,,6", "must be positive integers separated by commas"),
+        (args.weight_init_std, "-0.1", "must be he, xavier or a positive standard deviation, got '-0.1'"),
+        (args.device, "gpu:", "must be one of cpu, gpu, gpu:N, auto, got 'gpu:'"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            check(text)

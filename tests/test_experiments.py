@@ -13,6 +13,7 @@ import json
 import math
 import os
 import py_compile
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -267,22 +268,20 @@ def test_help_lists_every_experiment(capsys):
     assert main(["experiment", "--help"]) == 0
     text = capsys.readouterr().out
     for name in EXPERIMENTS:
-        assert f"  {name} " in text
+        assert re.search(rf"^ +{re.escape(name)}\s", text, re.MULTILINE), name
 
 
 def test_each_experiment_takes_the_common_options(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["experiment", "batchnorm", "--help"])
-    assert exit_.value.code == 0
+    assert main(["experiment", "batchnorm", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--device", "--seed", "--dataset", "--out", "--quick", "--epochs"):
         assert option in text
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["experiment", "nope"], "unknown experiment 'nope'; choose from backprop-vs-numerical, depth,"),
-    (["experiment"], "name an experiment first"),
-    (["experiment", "--quick"], "name an experiment first"),
+    (["experiment", "nope"], "argument NAME: invalid choice: 'nope' (choose from 'backprop-vs-numerical', 'depth',"),
+    (["experiment"], "the following arguments are required: NAME"),
+    (["experiment", "--quick"], "the following arguments are required: NAME"),
 ])
 def test_an_unknown_or_missing_name_is_one_line_and_exit_status_2(argv, message, capsys):
     assert main(argv) == 2
@@ -291,9 +290,7 @@ def test_an_unknown_or_missing_name_is_one_line_and_exit_status_2(argv, message,
 
 
 def test_a_bad_option_is_one_line_and_exit_status_2(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["experiment", "depth", "--epochs", "0"])
-    assert exit_.value.code == 2
+    assert main(["experiment", "depth", "--epochs", "0"]) == 2
     err = capsys.readouterr().err
     assert "--epochs: must be a positive integer, got 0" in err and len(err.strip().splitlines()) == 1
 

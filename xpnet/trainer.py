@@ -56,6 +56,8 @@ class Trainer:
         a synchronization with the GPU); NaN or infinite losses are found
         at those reads and at the end of each epoch, NaN or infinite
         parameters at the end of each epoch, before any checkpoint
+    progress : the progress bar on stderr, apart from the summary lines
+        (default: as ``verbose``); ``xpnet train`` draws it only on a terminal
 
     Fixed relative to the book: an epoch is one shuffled pass over the
     training set without replacement (the book samples every batch with
@@ -72,7 +74,7 @@ class Trainer:
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
                  optimizer="SGD", optimizer_param=None, evaluate_sample_num_per_epoch=None, verbose=True,
-                 *, seed=None, checkpoint_path=None, resume=None, log_every=20):
+                 *, seed=None, checkpoint_path=None, resume=None, log_every=20, progress=None):
         from .optimizer import get_optimizer
 
         _check_data("training", x_train, t_train)
@@ -84,6 +86,7 @@ class Trainer:
         self.epochs, self.batch_size = int(epochs), int(mini_batch_size)
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.verbose = verbose
+        self.progress = verbose if progress is None else progress
         if isinstance(optimizer, str):
             self.optimizer = get_optimizer(optimizer, **(optimizer_param if optimizer_param is not None else {"lr": 0.01}))
         elif optimizer_param is not None:
@@ -157,7 +160,7 @@ class Trainer:
     def _train_epoch(self):
         epoch = self.current_epoch + 1
         xp = get_array_module(self.x_train)
-        bar = _progress(self.iter_per_epoch, f"epoch {epoch}/{self.epochs}", self.verbose)
+        bar = _progress(self.iter_per_epoch, f"epoch {epoch}/{self.epochs}", self.progress)
         if bar is not None and self.epoch_step:
             bar.update(self.epoch_step)
         start = self._epoch_started = time.perf_counter() - self._resumed_seconds

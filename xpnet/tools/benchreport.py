@@ -16,26 +16,28 @@ matplotlib) into ``--out``, by default the folder of RESULTS.json.
 Every time is one statistic of the timed rounds, the median unless
 ``--stat`` says otherwise, and every ratio is of that statistic.
 ``--compare`` adds, per benchmark found in both files, the old and new time
-and their ratio. It needs only the standard library, and matplotlib for
-the picture.
+and their ratio. Matplotlib is needed for the picture only.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["main", "load_results", "build_report", "compare_table", "crossovers", "gpu_targets", "plot_speedup"]
+from .args import Parser, positive_float
+
+__all__ = ["add_arguments", "run", "main", "load_results", "build_report", "compare_table", "crossovers", "gpu_targets", "plot_speedup"]
 
 CPU, GPU, TORCH_CPU, TORCH_CUDA = "numpy", "cupy", "torch-cpu", "torch-cuda"
 STATS = ("median", "min", "mean")
 PASS_ORDER = ("forward", "backward", "train-step", "inference")
 MIB = 1024.0 ** 2
 DASH = "—"
+HELP = "Markdown tables and a speedup plot from pytest-benchmark JSON"
+DESCRIPTION = "Markdown tables and a GPU speedup plot from xpnet's pytest-benchmark JSON."
 
 
 @dataclass(frozen=True)
@@ -446,21 +448,24 @@ def plot_speedup(results, path):
 # --- the command ---------------------------------------------------------------------------------
 
 
-def build_parser(prog="xpnet bench report"):
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Markdown tables and a GPU speedup plot from xpnet's pytest-benchmark JSON.")
+def add_arguments(parser):
     parser.add_argument("results", metavar="RESULTS.json", help="written by pytest --benchmark-json")
     parser.add_argument("--compare", metavar="BASELINE.json", help="show each benchmark's change from this file")
     parser.add_argument("--out", metavar="DIR", help="where report.md and speedup.png go (default: next to RESULTS.json)")
-    parser.add_argument("--stat", choices=STATS, default="median", help="the statistic of the rounds (default median)")
-    parser.add_argument("--threshold", type=float, default=10.0,
-                        help="percent change that --compare calls slower or faster (default 10)")
-    return parser
+    parser.add_argument("--stat", choices=STATS, default="median", help="the statistic of the rounds")
+    parser.add_argument("--threshold", type=positive_float, default=10.0,
+                        help="percent change that --compare calls slower or faster")
 
 
-def main(argv=None, prog="xpnet bench report"):
+def main(argv=None, prog="python -m xpnet.tools.benchreport"):
+    """``python -m xpnet.tools.benchreport``: the same as ``xpnet bench report``; returns the exit status."""
+    parser = Parser(prog=prog, description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), prog)
+
+
+def run(args, prog="xpnet bench report"):
     """Write report.md (and speedup.png where matplotlib is installed); returns the exit status."""
-    args = build_parser(prog).parse_args(argv)
     try:
         data = load_results(args.results)
         baseline = load_results(args.compare) if args.compare else None
@@ -495,4 +500,4 @@ def main(argv=None, prog="xpnet bench report"):
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m xpnet.tools.benchreport"))
+    sys.exit(main())

@@ -19,11 +19,12 @@ experiment stops with one line before it runs.
 from __future__ import annotations
 
 import importlib
-import sys
 
-__all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "main"]
+from . import common
 
-# name -> module under xpnet.tools.experiments, imported only when the experiment runs
+__all__ = ["EXPERIMENTS", "get_experiment", "run_experiment"]
+
+# name -> module under xpnet.tools.experiments, imported on first use
 EXPERIMENTS = {
     "backprop-vs-numerical": "gradients",
     "depth": "depth",
@@ -34,8 +35,6 @@ EXPERIMENTS = {
     "pooling": "pooling",
     "conv-filters": "conv_filters",
 }
-
-USAGE = "usage: xpnet experiment NAME [--device cpu|gpu|auto] [--seed N] [--dataset NAME] [--out DIR] [--quick] ..."
 
 
 def get_experiment(name):
@@ -53,28 +52,4 @@ def run_experiment(name, argv=()):
     ``settings``, ``device``, ``seed``, ``seconds`` and the curves behind the
     picture. An unknown name is a ValueError.
     """
-    from .common import run_experiment as run_module
-
-    return run_module(get_experiment(name), list(argv))
-
-
-def main(argv=None):
-    """Run ``xpnet experiment NAME [options]``; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        print(USAGE)
-        print("\nexperiments (see xpnet experiment NAME --help for the options of each):")
-        for name in EXPERIMENTS:
-            print(f"  {name:<22} {get_experiment(name).DESCRIPTION}")
-        return 0
-    if not argv or argv[0].startswith("-"):
-        print(f"xpnet experiment: error: name an experiment first: {', '.join(EXPERIMENTS)} "
-              f"(see xpnet experiment --help)", file=sys.stderr)
-        return 2
-    if argv[0] not in EXPERIMENTS:
-        print(f"xpnet experiment: error: unknown experiment {argv[0]!r}; choose from {', '.join(EXPERIMENTS)}",
-              file=sys.stderr)
-        return 2
-    from .common import main as run_experiment
-
-    return run_experiment(get_experiment(argv[0]), argv[1:])
+    return common.run_experiment(get_experiment(name), list(argv))

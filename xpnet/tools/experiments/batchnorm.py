@@ -11,13 +11,14 @@ Measured: the training accuracy (a fraction, on the 1,000 examples) after
 every epoch, the final test accuracy, and the seconds per epoch (training
 steps only; the median over the epochs after the first).
 """
-
 from __future__ import annotations
 
 import numpy as np
 
 from xpnet import backend
 from xpnet.nets import MultiLayerNetExtend
+
+from ..plot import require_matplotlib
 from .common import Result, epoch_time, load_data, train
 
 NAME = "batchnorm"
@@ -63,8 +64,6 @@ def _accuracy(row, key):
 
 
 def plot(rows, curves, args, train_size):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     cols = 4 if len(rows) > 4 else len(rows)
     nrows = -(-len(rows) // cols)

@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from xpnet import backend
-from ..cli import _Parser, _positive_int, add_common_options, select_device
+from xpnet.recipes import load_dataset
+from xpnet.trainer import Trainer, TrainingDivergedError
 
-__all__ = ["Result", "build_parser", "main", "run_experiment", "load_data", "train", "seeds", "epochs_for_steps",
+from ..args import Parser, add_common_options, positive_int, select_device
+from ..plot import require_matplotlib
+
+__all__ = ["Result", "add_arguments", "build_parser", "run", "run_experiment", "load_data", "train", "seeds", "epochs_for_steps",
            "time_call", "epoch_time", "epoch_losses", "format_table", "write_result", "dumps"]
 
 DEFAULT_OUT = "xpnet-experiments"
@@ -48,36 +52,38 @@ class Result:
     extra: dict = field(default_factory=dict)
 
 
-def build_parser(module):
-    """``xpnet experiment NAME``'s options: the common ones, --out, --quick, --epochs, and the module's own."""
-    parser = _Parser(prog=f"xpnet experiment {module.NAME}", description=module.DESCRIPTION)
+def add_arguments(parser, module):
+    """The options of ``xpnet experiment NAME``: the common ones, --out, --quick, --epochs, and the module's own."""
     add_common_options(parser)
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                        help=f"folder for {module.NAME}.png and {module.NAME}.json (default {DEFAULT_OUT})")
+                        help=f"folder for {module.NAME}.png and {module.NAME}.json, made if missing")
     parser.add_argument("--quick", action="store_true", help="a tiny, fast run on a few examples (for tests)")
     if getattr(module, "EPOCHS", None) is not None:
-        parser.add_argument("--epochs", type=_positive_int, default=None,
+        parser.add_argument("--epochs", type=positive_int, default=None,
                             help=f"epochs of each training run (default {module.EPOCHS}; fewer with --quick)")
     if getattr(module, "REPEATS", None) is not None:
-        parser.add_argument("--repeats", type=_positive_int, default=None,
+        parser.add_argument("--repeats", type=positive_int, default=None,
                             help=f"training runs of each configuration, with seeds SEED, SEED+1, ... "
                                  f"(default {module.REPEATS}; 1 with --quick)")
     if hasattr(module, "add_options"):
         module.add_options(parser)
+
+
+def build_parser(module):
+    """A parser of ``module``'s options alone, for :func:`run_experiment`'s ``argv``."""
+    parser = Parser(prog=f"xpnet experiment {module.NAME}", description=module.DESCRIPTION)
+    add_arguments(parser, module)
     return parser
-
-
-def main(module, argv):
-    """Parse ``argv`` for ``module``, run it on the chosen device and write its files; returns 0."""
-    run_experiment(module, argv)
-    return 0
 
 
 def run_experiment(module, argv):
     """Parse ``argv`` for ``module``, run it, print its table, write its files; returns the JSON document as a dict."""
-    args = build_parser(module).parse_args(argv)
-    from ..plot import require_matplotlib
+    return run(module, build_parser(module).parse_args(argv))
 
+
+def run(module, args):
+    """Run ``module`` with parsed options on the chosen device, print its table, write its files; returns the JSON
+    document as a dict."""
     require_matplotlib()  # fail before the run, not after
     args.device = select_device(args.device)
     backend.seed(args.seed)
@@ -108,8 +114,6 @@ def load_data(args, flatten, quick_train=200, quick_test=100, train_size=None):
     small-data experiments); ``--quick`` keeps at most ``quick_train`` and
     ``quick_test``.
     """
-    from xpnet.recipes import load_dataset
-
     (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, flatten=flatten, data_dir=args.data_dir)
     if train_size is not None:
         x_train, t_train = x_train[:train_size], t_train[:train_size]
@@ -128,8 +132,6 @@ def train(network, data, args, optimizer="Adam", lr=0.001, batch_size=100, epoch
     epoch in which it happened (None for a run that finished), and the
     lists hold the epochs completed before it.
     """
-    from xpnet.trainer import Trainer, TrainingDivergedError
-
     (x_train, t_train), (x_test, t_test) = data
     optimizer_param = {"lr": lr} if isinstance(optimizer, str) else None
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs or args.epochs,

@@ -20,8 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from xpnet.backend import to_device, to_numpy
-from ..cli import _positive_float
 from xpnet.recipes import DEFAULT_EPOCHS, build_network
+
+from ..args import weight_init_std
+from ..plot import require_matplotlib
 from .common import Result, load_data, train
 
 NAME = "conv-filters"
@@ -31,12 +33,8 @@ WEIGHT_INIT_STD = 0.01  # the book's SimpleConvNet default
 
 
 def add_options(parser):
-    parser.add_argument("--weight-init-std", type=_weight_init_std, default=WEIGHT_INIT_STD, metavar="STD",
-                        help=f"initial weights' scale: a number, 'he' or 'xavier' (default {WEIGHT_INIT_STD})")
-
-
-def _weight_init_std(text):
-    return text.lower() if text.lower() in ("he", "xavier") else _positive_float(text)
+    parser.add_argument("--weight-init-std", type=weight_init_std, default=WEIGHT_INIT_STD, metavar="STD",
+                        help=f"initial weights' scale: a number, 'he' or 'xavier'")
 
 
 def run(args):
@@ -70,8 +68,6 @@ def run(args):
 
 
 def plot(before, after, image, maps, label, rows, args):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     count = before.shape[0]
     cols = 10 if count >= 10 else count

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import _positive_int
 from xpnet.nets import MultiLayerNet
+
+from ..args import positive_int
+from ..plot import require_matplotlib
 from .common import Result, epoch_time, load_data, seeds, train
 
 NAME = "depth"
@@ -24,7 +26,7 @@ WIDTH, REPEATS = 100, 3
 
 
 def add_options(parser):
-    parser.add_argument("--max-depth", type=_positive_int, default=None,
+    parser.add_argument("--max-depth", type=positive_int, default=None,
                         help=f"deepest network, in hidden layers (default {DEPTHS[-1]})")
 
 
@@ -59,8 +61,6 @@ def run(args):
 
 
 def plot(rows, curves, args, repeats):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     depths = [r["hidden_layers"] for r in rows]
     fig, (ax_acc, ax_curve, ax_time) = plt.subplots(1, 3, figsize=(14, 4.2))

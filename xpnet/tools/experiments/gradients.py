@@ -18,6 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from xpnet.nets import MultiLayerNet
+
+from ..args import positive_int_list
+from ..plot import require_matplotlib
 from .common import Result, load_data, time_call
 
 NAME = "backprop-vs-numerical"
@@ -28,7 +31,7 @@ BATCH = 3
 
 
 def add_options(parser):
-    parser.add_argument("--hidden-sizes", type=lambda s: tuple(int(v) for v in s.split(",")), default=None,
+    parser.add_argument("--hidden-sizes", type=positive_int_list, default=None,
                         metavar="N,N,...", help=f"hidden-layer widths (default {','.join(map(str, HIDDEN_SIZES))})")
 
 
@@ -68,8 +71,6 @@ def run(args):
 
 
 def plot(rows, args):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     params = [r["params"] for r in rows]
     fig, (ax_time, ax_diff) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -22,6 +22,8 @@ from xpnet import backend
 from xpnet.backend import DEFAULT_DTYPE
 from xpnet.nets import MultiLayerNet
 from xpnet.optimizer import get_optimizer
+
+from ..plot import require_matplotlib
 from .common import Result, epoch_losses, epoch_time, epochs_for_steps, load_data, train
 
 NAME = "optimizers"
@@ -83,8 +85,6 @@ def run(args):
 
 
 def plot(rows, paths, losses, test_curves, steps_per_epoch, args):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     fig = plt.figure(figsize=(15, 8.5))
     grid = fig.add_gridspec(2, len(paths), height_ratios=(1, 1.3))

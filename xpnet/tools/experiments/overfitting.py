@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from xpnet import backend
 from xpnet.nets import MultiLayerNet, MultiLayerNetExtend
+
+from ..plot import require_matplotlib
 from .common import Result, load_data, train
 
 NAME = "overfitting"
@@ -55,8 +57,6 @@ def run(args):
 
 
 def plot(curves, args, train_size):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.2), sharey=True)
     for ax, (name, curve) in zip(axes, curves.items()):

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from xpnet.recipes import DEFAULT_EPOCHS, build_network
+
+from ..plot import require_matplotlib
 from .common import Result, epoch_time, load_data, seeds, train
 
 NAME = "pooling"
@@ -66,8 +68,6 @@ def run(args):
 
 
 def plot(rows, curves, args):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     fig, (ax_acc, ax_params, ax_time) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": (2, 1, 1)})
     for row, color in zip(rows, ("tab:blue", "tab:orange")):

@@ -22,6 +22,8 @@ import numpy as np
 
 from xpnet import backend
 from xpnet.nets import MultiLayerNet
+
+from ..plot import require_matplotlib
 from .common import Result, epoch_losses, epochs_for_steps, load_data, train
 
 NAME = "weight-init"
@@ -82,8 +84,6 @@ def run(args):
 
 
 def plot(histograms, losses, rows, steps_per_epoch, args):
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     fig = plt.figure(figsize=(17, 12))
     outer = fig.add_gridspec(1, 2, width_ratios=(LAYERS, 2.6), wspace=0.15)

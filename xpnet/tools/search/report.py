@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..plot import require_matplotlib
+
 __all__ = ["best_rows", "spread", "format_table", "plot_search", "report"]
 
 
@@ -95,8 +97,6 @@ def plot_search(entries, space, path, dataset=""):
     One searched: accuracy against it. Pruned trials are grey dots, failed
     (diverged) ones grey crosses.
     """
-    from ..plot import require_matplotlib
-
     plt = require_matplotlib()
     searched = [p for p in space.values() if p.searched]
     x_param, y_param = searched[0], (searched[1] if len(searched) > 1 else None)

@@ -1,0 +1,35 @@
+"""``xpnet info``: the versions and devices xpnet sees, and why the GPU is unusable where it is."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from xpnet import __version__, backend
+
+HELP = "versions, devices, and why the GPU is unusable where it is"
+DESCRIPTION = ("Print the versions of xpnet, Python, NumPy, CuPy and CUDA, the devices xpnet can compute on, "
+               "the default device (XPNET_DEVICE), and why the GPU is unusable where it is.")
+
+
+def add_arguments(parser):
+    """``xpnet info`` has no options."""
+
+
+def run(args):
+    versions = backend.library_versions()
+    reason = backend.gpu_unavailable_reason()
+    if versions["cupy"] and reason:  # installed, but no driver or device: say which CuPy, and why it is idle
+        versions["cupy"] += f" (installed; no usable GPU: {reason})"
+    print(f"xpnet        {__version__}")
+    print(f"python       {sys.version.split()[0]}")
+    for name in ("numpy", "cupy", "cuda_runtime", "cuda_driver"):
+        print(f"{name:<12} {versions[name] or 'not available'}")
+    print(f"default      {os.environ.get('XPNET_DEVICE') or 'cpu'} (XPNET_DEVICE)")
+    print("devices      cpu")
+    for gpu in backend.gpu_devices():
+        print(f"             gpu:{gpu['index']}  {gpu['name']}, {gpu['memory_bytes'] / 2**30:.0f} GiB, "
+              f"compute capability {gpu['compute_capability']}")
+    if reason:
+        print(f"gpu          unusable: {reason}")
+    return 0

@@ -1,0 +1,96 @@
+"""``xpnet train``: train one of the book's networks on a named data set and report its test accuracy."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+
+from xpnet import __version__, backend
+from xpnet.checkpoint import load_checkpoint
+from xpnet.optimizer import OPTIMIZERS
+from xpnet.recipes import DATASETS, DEFAULT_EPOCHS, MODELS, build_network, load_dataset
+from xpnet.trainer import Trainer
+
+from ..args import add_common_options, positive_float, positive_int, select_device
+from ..plot import plot_training, require_matplotlib
+
+HELP = "train a network and report its test accuracy"
+DESCRIPTION = ("Train one of the book's networks with mini-batches and report its accuracy on the test set. "
+               "--save writes a checkpoint after every epoch and on Ctrl-C; --resume continues from it.")
+
+
+def default_lr(optimizer):
+    """The learning rate an optimizer class has by default (the book's: 0.01 for SGD, 0.001 for Adam)."""
+    return inspect.signature(OPTIMIZERS[optimizer]).parameters["lr"].default
+
+
+def _lr_defaults():
+    by_lr = {}
+    for name in OPTIMIZERS:
+        by_lr.setdefault(default_lr(name), []).append(name)
+    return "; ".join(f"{lr:g} for {', '.join(names)}" for lr, names in by_lr.items())
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", choices=MODELS, default="simple_convnet",
+                        help="simple_convnet and deep_convnet are the book's CNNs; mlp is MultiLayerNet "
+                             "with two hidden layers of 100")
+    add_common_options(parser)
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="passes over the training set (default: "
+                             + ", ".join(f"{n} on {d}" for d, n in DEFAULT_EPOCHS.items() if d in DATASETS) + ")")
+    parser.add_argument("--batch-size", type=positive_int, default=100, help="examples per training step")
+    parser.add_argument("--optimizer", type=str.lower, choices=list(OPTIMIZERS), default="adam",
+                        help="the update rule (chapter 6)")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help=f"learning rate (default: the optimizer's own, {_lr_defaults()}; "
+                             f"with --resume, the checkpoint's)")
+    parser.add_argument("--save", metavar="PATH", help="checkpoint (.npz) written after every epoch and on Ctrl-C")
+    parser.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
+    parser.add_argument("--plot", metavar="PATH", help="loss and accuracy curves as a PNG (needs matplotlib)")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="a progress bar on stderr even when it is not a terminal "
+                             "(default: a bar only on a terminal)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def run(args):
+    if args.plot:
+        require_matplotlib()  # fail before training, not after
+    device = select_device(args.device)
+    backend.seed(args.seed)
+    (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, data_dir=args.data_dir)
+    epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
+    network = build_network(args.model, x_train.shape[1:], int(t_train.max()) + 1)
+    lr = args.lr
+    if lr is None and not (args.resume and load_checkpoint(args.resume).optimizer_state):
+        lr = default_lr(args.optimizer)  # a resumed run keeps the checkpoint's learning rate, where it has one
+    progress = not args.quiet and (args.progress or sys.stderr.isatty())
+    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
+                      optimizer=args.optimizer, optimizer_param=None if lr is None else {"lr": lr},
+                      verbose=not args.quiet, progress=progress, seed=args.seed, checkpoint_path=args.save,
+                      resume=args.resume)
+    if not args.quiet:
+        print(f"xpnet {__version__}: {args.model} on {args.dataset} ({len(x_train)} train / {len(x_test)} test), "
+              f"device {device}{_device_name(device)}, {args.optimizer} lr={trainer.optimizer.lr:g}, "
+              f"batch {args.batch_size}", flush=True)
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    per_epoch = sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1)
+    print(f"test accuracy {trainer.test_acc_list[-1]:.4f} (train {trainer.train_acc_list[-1]:.4f}) after "
+          f"{trainer.current_epoch} epochs; {per_epoch:.2f} s per epoch on {device}, {elapsed:.1f} s in all")
+    if args.save:
+        print(f"checkpoint: {args.save}")
+    if args.plot:
+        plot_training(trainer, args.plot, title=f"{args.model} on {args.dataset} ({device})")
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _device_name(device):
+    if device == "cpu":
+        return ""
+    index = int(device.split(":")[1])
+    return f" ({backend.gpu_devices()[index]['name']})"
