@@ -1,0 +1,113 @@
+"""A training run to and from a checkpoint: parameters, optimizer state, where it stopped, its history, its clock.
+
+A run stops between epochs, or after Ctrl-C in the middle of one (after
+the step under way). The checkpoint then holds the steps done of the
+unfinished epoch and the seconds spent on them; a resumed run goes on from
+that step and adds its own seconds, so that the epoch is timed as if it had
+not been cut (:class:`EpochClock`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["EpochClock", "Resumed", "save_training", "load_training"]
+
+
+class EpochClock:
+    """Seconds spent on the epoch under way, before and after a resume; ``clock`` gives seconds (perf_counter).
+
+    >>> ticks = iter([10.0, 12.5, 20.0])
+    >>> clock = EpochClock(clock=lambda: next(ticks))
+    >>> clock.resume(3.0)               # 3 s were spent on this epoch before the checkpoint
+    >>> clock.start()                   # at 10 s: the epoch counts from 7 s
+    7.0
+    >>> clock.unfinished(steps_done=2)  # at 12.5 s
+    5.5
+    >>> clock.elapsed()                 # at 20 s
+    13.0
+    """
+
+    def __init__(self, clock=time.perf_counter):
+        self._clock = clock
+        self.started = None  # when the epoch under way started (earlier by the seconds carried over)
+        self.carried = 0.0  # seconds of the epoch spent before a resume, not yet counted in ``started``
+
+    def resume(self, seconds):
+        """The epoch was cut after ``seconds`` of work: count them when it starts again."""
+        self.started, self.carried = None, float(seconds)
+
+    def start(self):
+        """The epoch (re)starts now; returns its start on the clock, moved back by the seconds carried over."""
+        self.started = self._clock() - self.carried
+        self.carried = 0.0
+        return self.started
+
+    def elapsed(self):
+        """Seconds since :meth:`start`, the carried ones included."""
+        return self._clock() - self.started
+
+    def unfinished(self, steps_done):
+        """Seconds spent on an epoch cut after ``steps_done`` steps (0 between epochs), for a checkpoint."""
+        if not steps_done:
+            return 0.0
+        if self.started is None:  # resumed, not yet trained
+            return self.carried
+        return self.elapsed()
+
+
+@dataclass
+class Resumed:
+    """Where a checkpointed run stopped: after ``epoch`` epochs and ``step`` steps of the next, and its history."""
+
+    epoch: int
+    step: int
+    seed: int | None
+    epoch_seconds: float
+    history: dict = field(default_factory=dict)  # train_loss_list, train_acc_list, test_acc_list, epoch_times
+
+
+def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds, history):
+    """Write ``network``'s state, ``optimizer``'s state and where the run is to ``path``, atomically (no pickle).
+
+    ``history`` holds the lists of the run (one loss per step done, the
+    unfinished epoch's included; accuracies and seconds per finished epoch).
+    """
+    save_checkpoint(path, network.state(), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
+                    epoch_seconds=epoch_seconds, history=json.dumps(history))
+
+
+def load_training(path, network, optimizer, *, iter_per_epoch, keep=(), say=print):
+    """Load the state written by :func:`save_training` into ``network`` and ``optimizer``; returns :class:`Resumed`.
+
+    The checkpoint may come from another device than the network's. The
+    optimizer takes the checkpoint's hyperparameters except those named in
+    ``keep``, which keep their current values (``say`` tells which changed).
+    A checkpoint of another optimizer, or one whose step does not fit
+    ``iter_per_epoch`` steps per epoch, is a ValueError.
+    """
+    checkpoint = load_checkpoint(path)
+    network.load_state(checkpoint.params, where=str(path))
+    if checkpoint.optimizer_state:
+        mine = type(optimizer).__name__
+        if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
+            raise ValueError(f"{path}: the checkpoint holds the state of {checkpoint.optimizer_name}, "
+                             f"but this run uses {mine}; resume with the same optimizer")
+        kept = {name: getattr(optimizer, name) for name in keep}
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        for name, value in kept.items():
+            if value != getattr(optimizer, name):
+                say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(optimizer, name):g})")
+                setattr(optimizer, name, value)
+    step = int(checkpoint.meta.get("step", 0))
+    if not 0 <= step <= iter_per_epoch:  # all of them: Ctrl-C came before the epoch was closed
+        raise ValueError(f"{path}: the checkpoint stopped after step {step} of an epoch, but this run "
+                         f"has {iter_per_epoch} steps per epoch; resume with the same data and batch size")
+    seed = checkpoint.meta.get("seed")
+    return Resumed(epoch=int(checkpoint.epoch), step=step, seed=None if seed is None else int(seed),
+                   epoch_seconds=float(checkpoint.meta.get("epoch_seconds", 0.0)) if step else 0.0,
+                   history=json.loads(checkpoint.meta.get("history", "{}")))

@@ -1,0 +1,29 @@
+"""What the Trainer checks once, before training: data and labels that fit each other and the network."""
+
+from __future__ import annotations
+
+from ..backend import to_numpy
+
+__all__ = ["check_data", "check_labels"]
+
+
+def check_data(what, x, t):
+    """As many labels as examples, and at least one example; ``what`` names the set in the error."""
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(f"{what} data: {x.shape[0]} examples but {t.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} data is empty")
+
+
+def check_labels(network, x, t, what):
+    """Once, on the host: labels are valid class indices (or one-hot rows) for the network's output."""
+    classes = network.predict(x[:1]).shape[1]
+    labels = to_numpy(t)
+    if labels.ndim == 2:
+        if labels.shape[1] != classes:
+            raise ValueError(f"{what} one-hot labels have {labels.shape[1]} columns but the network has {classes} outputs")
+        return
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{what} labels must be integer class indices or one-hot rows, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"{what} labels run from {labels.min()} to {labels.max()}, but the network has {classes} outputs")
