@@ -141,7 +141,8 @@ def test_downloads_once_then_uses_the_cache(fake_mirror):
     fake_mirror["load"]()
     assert len(fake_mirror["fetched"]) == 4  # the second call fetched nothing
     assert (fake_mirror["cache"] / f"{fake_mirror['dataset']}.npz").exists()
-    assert not list(fake_mirror["cache"].glob("*.part"))
+    cached = sorted(p.name for p in fake_mirror["cache"].iterdir())
+    assert cached == sorted([*mnist.FILES, f"{fake_mirror['dataset']}.npz"])  # no temporary file left behind
 
 
 def test_the_cache_holds_no_pickle(fake_mirror):

@@ -22,7 +22,8 @@ import pytest
 
 from xpnet.tools.cli import main
 from xpnet.tools.experiments import EXPERIMENTS, run_experiment
-from xpnet.tools.experiments.common import epochs_for_steps, format_table
+from xpnet.tools.experiments.common import epochs_for_steps
+from xpnet.tools.table import format_table
 
 pytest.importorskip("matplotlib", reason="the experiments draw with matplotlib: pip install 'xpnet[plot]'")
 

@@ -23,15 +23,14 @@ wrote them, so xpnet does not.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .backend import device_of, to_device, to_numpy
+from .fileio import atomic_write
 
 __all__ = [
     "FORMAT_VERSION",
@@ -134,35 +133,9 @@ def _prefixed(prefix, values, what):
 
 
 def _write_atomic(path, entries):
-    """np.savez into a temporary file in the target's directory, fsync, then os.replace over ``path``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            np.savez(tmp, **entries)  # through the file object: np.savez appends .npz to bare names
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory):
-    """Make the rename itself durable (POSIX); not possible, and not needed, everywhere."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """np.savez through a file object (np.savez appends .npz to bare names) that replaces ``path`` atomically."""
+    with atomic_write(path) as f:
+        np.savez(f, **entries)
 
 
 # --- reading --------------------------------------------------------------------------

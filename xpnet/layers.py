@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from . import backend, kernels
 from .backend import DeviceError, get_array_module
-from .functions import log_softmax
+from .functions import log_softmax, relu, sigmoid
 from .util import (
     add_windows_channels_last,
     channels_last,
@@ -125,7 +125,7 @@ class Relu:
             out, mask = kernels.relu_forward(x)
         else:
             mask = x > 0
-            out = get_array_module(x).maximum(x, 0)
+            out = relu(x)
         self.mask = _restore_order(mask, self._back)
         return _restore_order(out, self._back)
 
@@ -142,9 +142,7 @@ class Sigmoid:
         self.out = None
 
     def forward(self, x):
-        xp = get_array_module(x)
-        x = _as_float_array(x)
-        self.out = 0.5 * (1.0 + xp.tanh(0.5 * x))
+        self.out = sigmoid(_as_float_array(x))
         return self.out
 
     def backward(self, dout):

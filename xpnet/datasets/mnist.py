@@ -7,10 +7,8 @@ place). The parsed arrays are kept beside them as ``.npz`` (never pickle).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from urllib.request import urlopen
@@ -18,6 +16,7 @@ from urllib.request import urlopen
 import numpy as np
 from tqdm import tqdm
 
+from ..fileio import atomic_write
 from .errors import DatasetError
 from .idx import read_idx
 
@@ -67,24 +66,10 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _atomic_write(dest: Path):
-    """A binary file beside ``dest`` that takes its place only when the block completes."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
 def _fetch(url, dest):
     """Download ``url`` to ``dest`` atomically, with a progress bar. Tests replace this function or ``urlopen``."""
     dest = Path(dest)
-    with urlopen(url, timeout=30) as response, _atomic_write(dest) as out:
+    with urlopen(url, timeout=30) as response, atomic_write(dest) as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
             for block in iter(lambda: response.read(1 << 16), b""):
@@ -159,7 +144,7 @@ def _load_arrays(dataset):
                     f"set XPNET_DATA to a folder whose {dataset}/ holds them, or connect to the internet and run again",
         )
     arrays = dict(zip(keys, (read_idx(paths[name]) for name in FILES)))
-    with _atomic_write(cache) as f:
+    with atomic_write(cache) as f:
         np.savez(f, **arrays)
     return arrays
 

@@ -27,6 +27,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from xpnet.fileio import atomic_write
+
 from .args import Parser, positive_float
 
 __all__ = ["add_arguments", "run", "main", "load_results", "build_report", "compare_table", "crossovers", "gpu_targets", "plot_speedup"]
@@ -440,7 +442,8 @@ def plot_speedup(results, path):
     fig.suptitle("GPU speedup against batch size (solid: forward or training step; dashed: backward or inference)")
     for ax in list(axes.flat)[len(families):]:
         ax.set_visible(False)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return f"![GPU speedup against batch size]({os.path.basename(path)})"
 
@@ -492,7 +495,7 @@ def run(args, prog="xpnet bench report"):
         report += "\n" + comparison
         print(comparison)
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic_write(path, "w") as fh:
         fh.write(report)
     print(f"wrote {path} ({len(results)} benchmarks, {args.stat}s)"
           + (f" and {png}" if os.path.exists(png) and png_note.startswith("![") else ""))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from xpnet.fileio import atomic_write
+
 __all__ = ["require_matplotlib", "plot_training"]
 
 
@@ -32,6 +34,7 @@ def plot_training(trainer, path, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path

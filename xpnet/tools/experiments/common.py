@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from xpnet import backend
+from xpnet.fileio import atomic_write
 from xpnet.recipes import load_dataset
 from xpnet.trainer import Trainer, TrainingDivergedError
 
 from ..args import Parser, add_common_options, positive_int, select_device
 from ..plot import require_matplotlib
+from ..table import format_table
 
 __all__ = ["Result", "add_arguments", "build_parser", "run", "run_experiment", "load_data", "train", "seeds", "epochs_for_steps",
-           "time_call", "epoch_time", "epoch_losses", "format_table", "write_result", "dumps"]
+           "time_call", "epoch_time", "epoch_losses", "write_result", "dumps"]
 
 DEFAULT_OUT = "xpnet-experiments"
 JSON_DIGITS = 5  # significant digits of the floats in the JSON: more than any measurement here holds
@@ -193,39 +195,21 @@ def epoch_losses(trainer):
 # --- output ------------------------------------------------------------------------
 
 
-def format_table(columns, rows):
-    """A plain-text table: one header line, a rule, one line per row; ``format`` of None prints as is."""
-    cells = [[_cell(row.get(key), fmt) for key, _, fmt in columns] for row in rows]
-    headers = [header for _, header, _ in columns]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value, fmt):
-    if value is None:
-        return "-"
-    return format(value, fmt) if fmt else str(value)
-
-
 def write_result(name, result, args, elapsed):
     """Write ``<out>/<name>.png`` and ``<out>/<name>.json``; returns their paths."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png, js = out / f"{name}.png", out / f"{name}.json"
-    result.figure.savefig(png, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(result.figure)
+    with atomic_write(png) as f:
+        result.figure.savefig(f, format="png", dpi=110)
+    require_matplotlib().close(result.figure)
     document = {
         "experiment": name, "device": args.device, "dataset": args.dataset, "seed": args.seed,
         "quick": bool(args.quick), "seconds": round(elapsed, 3), "settings": result.settings,
         "columns": {key: header for key, header, _ in result.columns}, "rows": result.rows, **result.extra,
     }
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(dumps(document))
-    tmp.replace(js)
+    with atomic_write(js, "w") as f:
+        f.write(dumps(document))
     return png, js
 
 

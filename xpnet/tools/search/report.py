@@ -11,14 +11,16 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..plot import require_matplotlib
+from xpnet.fileio import atomic_write
 
-__all__ = ["best_rows", "spread", "format_table", "plot_search", "report"]
+from ..plot import require_matplotlib
+from ..table import format_table
+
+__all__ = ["best_rows", "spread", "plot_search", "report"]
 
 
 def _states(study):
@@ -70,23 +72,11 @@ def spread(entries, searched):
     return {"repeats": repeats, "summary": summary}
 
 
-_FORMATS = {"val_acc": ".4f", "seconds": ".2f", "min": ".3g", "max": ".3g"}
-
-
-def _cell(value, column):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return format(value, _FORMATS.get(column, ".3g"))
-    return str(value)
-
-
-def format_table(rows, columns, headers=None):
-    """Rows of dicts as aligned text columns (accuracies with 4 decimals, other numbers with 3 digits)."""
-    headers = headers or columns
-    cells = [list(headers)] + [[_cell(row.get(c), c) for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in cells)
+def _columns(keys, headers, searched=()):
+    """(key, header, format) of each column: accuracies with 4 decimals, seconds with 2, floats with 3 digits."""
+    floats = {p.name for p in searched if not p.integer} | {"min", "max"}
+    formats = {"val_acc": ".4f", "seconds": ".2f", **{name: ".3g" for name in floats}}
+    return [(key, header, formats.get(key)) for key, header in zip(keys, headers)]
 
 
 def plot_search(entries, space, path, dataset=""):
@@ -143,18 +133,10 @@ def plot_search(entries, space, path, dataset=""):
         fig.colorbar(scatter, ax=axes.ravel().tolist(), label="validation accuracy (final epoch)")
     fig.suptitle(f"xpnet search on {dataset}: validation held out from the training set" if dataset else
                  "xpnet search: validation held out from the training set")
-    _replace(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return path
-
-
-def _replace(path, write, mode="wb"):
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, mode) as f:
-        write(f)
-    os.replace(temporary, path)
 
 
 def report(entries, space, stem, top=5, dataset=""):
@@ -167,8 +149,8 @@ def report(entries, space, stem, top=5, dataset=""):
         rows = best_rows(study, searched, top)
         print(f"\n{study.study_name}: {sum(counts.values())} trials finished ({counts['COMPLETE']} complete, "
               f"{counts['PRUNED']} pruned, {counts['FAIL']} failed or interrupted); the best {len(rows)}:")
-        print(format_table(rows, ["rank", "trial", "val_acc", *names, "seconds"],
-                           ["rank", "trial", "val acc", *names, "seconds"]))
+        print(format_table(_columns(["rank", "trial", "val_acc", *names, "seconds"],
+                                    ["rank", "trial", "val acc", *names, "seconds"], searched), rows))
         tables.append({"study": study.study_name, "seed": seed, "settings": study.user_attrs.get("xpnet"),
                        "trials": counts, "best": rows})
         csv_rows += [{"study": study.study_name, **row} for row in rows]
@@ -176,22 +158,24 @@ def report(entries, space, stem, top=5, dataset=""):
     if len(entries) > 1:
         result["spread"] = found = spread(entries, searched)
         print(f"\nthe best trial of each of {len(entries)} repeats:")
-        print(format_table(found["repeats"], ["seed", "study", "trials", "val_acc", *names],
-                           ["seed", "study", "trials", "best val acc", *names]))
+        print(format_table(_columns(["seed", "study", "trials", "val_acc", *names],
+                                    ["seed", "study", "trials", "best val acc", *names], searched), found["repeats"]))
         lines = [{"what": name.replace("val_acc", "best val acc"), **stats, "std": f"{stats['std']:.3g}" + (" (log10)" if stats["std_of"] == "log10"
                                                                           else "")}
                  for name, stats in found["summary"].items()]
         print("\nspread between repeats:")
-        print(format_table(lines, ["what", "min", "max", "std"], ["", "min", "max", "std"]))
+        print(format_table(_columns(["what", "min", "max", "std"], ["", "min", "max", "std"]), lines))
     stem = Path(stem)
     png, json_path, csv_path = (stem.with_name(stem.name + ext) for ext in (".png", ".json", ".csv"))
     plot_search(entries, space, png, dataset)
-    _replace(json_path, lambda f: f.write(json.dumps(result, indent=2) + "\n"), mode="w")
+    with atomic_write(json_path, "w") as f:
+        f.write(json.dumps(result, indent=2) + "\n")
     columns = ["study", "rank", "trial", "val_acc", *names, "seconds"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(csv_rows)
-    _replace(csv_path, lambda f: f.write(buffer.getvalue()), mode="w")
+    with atomic_write(csv_path, "w") as f:
+        f.write(buffer.getvalue())
     print(f"\npicture: {png}\ntable: {json_path}, {csv_path}")
     return result
