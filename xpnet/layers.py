@@ -554,8 +554,9 @@ class Pooling:
     """Max (default) or average pooling over ``pool_h`` x ``pool_w`` windows.
 
     (N, C, H, W) in, (N, C, OH, OW) out with ``OH = floor((H + 2*pad -
-    pool_h) / stride) + 1``. Note the book's default ``stride=1``; its
-    networks pass ``stride=2`` for 2x2 pooling. ``pad`` must be smaller than
+    pool_h) / stride) + 1``. Note the default ``stride=1``, the book's
+    until 2020; its current code has ``stride=2``, and its networks pass
+    ``stride=2`` for 2x2 pooling either way. ``pad`` must be smaller than
     the window, so that every window holds at least one real pixel.
 
     Fixed relative to the book: the output size accounts for ``pad`` (the

@@ -28,8 +28,8 @@ FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 # yann.lecun.com refuses downloads (HTTP 403); these mirrors serve the same bytes.
 # SHA-256 of the published .gz files, from tensorflow/datasets (url_checksums/mnist.txt and
 # url_checksums/fashion_mnist.txt), where they sit beside the files' sizes. The two MNIST t10k
-# values agree with ../shared/data/README.md; the Fashion-MNIST ones belong to the files whose
-# MD5s the Fashion-MNIST README publishes (8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd...).
+# values agree with a copy of the files made apart from those mirrors; the Fashion-MNIST ones belong
+# to the files whose MD5s the Fashion-MNIST README publishes (8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd...).
 DATASETS = {
     "mnist": {
         "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -193,8 +193,8 @@ def load_mnist_test_split(path=None, train_size=8000, normalize=True, flatten=Tr
 
     A small real data set that needs no download when the two t10k files are
     at hand: ``path`` is a folder holding t10k-images-idx3-ubyte.gz and
-    t10k-labels-idx1-ubyte.gz (default: the MNIST cache folder; a copy such
-    as ``../shared/data/mnist`` works too). Their SHA-256 is checked. Returns
+    t10k-labels-idx1-ubyte.gz (default: the MNIST cache folder, where
+    :func:`load_mnist` keeps them). Their SHA-256 is checked. Returns
     ``(x_train, t_train), (x_test, t_test)`` of ``train_size`` and
     ``10000 - train_size`` images, with the conversions of :func:`load_mnist`.
     """
