@@ -11,6 +11,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent / "cpu_vs_pytorch.py"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_spec("torch") is None, reason="the comparison needs PyTorch: pip install '.[torch]'")
 def test_the_cpu_comparison_runs_and_writes_its_tables(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "1", "--batch", "2", "--memory-batch", "2",

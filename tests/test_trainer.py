@@ -347,6 +347,7 @@ def test_gpu_training_follows_the_cpu_step_for_step(rng):
         np.testing.assert_allclose(params[1][k], params[0][k], rtol=1e-3, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_the_training_example_runs_on_the_device_xpnet_device_names(device):
     import subprocess
     import sys

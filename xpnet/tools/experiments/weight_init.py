@@ -94,8 +94,7 @@ def plot(histograms, losses, rows, steps_per_epoch, args):
         zeros = [rows[r][f"zeros{i}"] for i in range(1, LAYERS + 1)]
         for i, c in enumerate(counts):
             ax = fig.add_subplot(grid[r, i])
-            ax.bar(edges[:-1], c, width=edges[1] - edges[0], align="edge",
-                   color="tab:blue" if key.startswith("sigmoid") else "tab:red")
+            ax.stairs(c, edges, fill=True, color="tab:blue" if key.startswith("sigmoid") else "tab:red")
             ax.set(xlim=(0, 1), ylim=(0, top))
             ax.tick_params(labelsize=7)
             if key.startswith("relu"):
