@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, checkpoint
 from ..backend import get_array_module, to_device
 from ..gradient import numerical_gradient
 from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
@@ -134,8 +134,6 @@ class Network:
 
         Everything is checked before anything is copied, so a wrong file leaves the network as it was.
         """
-        from ..checkpoint import restore_params
-
         params = {k: v for k, v in state.items() if "." not in k}
         buffers = {k: v for k, v in state.items() if "." in k}
         for key, value in buffers.items():
@@ -150,7 +148,7 @@ class Network:
         missing = [f"{lname}.{b}" for lname in saved for b in _BUFFERS if f"{lname}.{b}" not in buffers]
         if missing:
             raise ValueError(f"{where}: missing entries {missing}")
-        restore_params(self.params, params, where=where)
+        checkpoint.restore_params(self.params, params, where=where)
         xp = get_array_module(*self.params.values())
         dtype = self.params[next(iter(self.params))].dtype
         for key, value in buffers.items():
@@ -159,12 +157,8 @@ class Network:
 
     def save_params(self, file_name="params.npz"):
         """Write parameters (and batch-norm statistics) to an .npz file, atomically, without pickle."""
-        from ..checkpoint import save_params
-
-        save_params(file_name, self.state())
+        checkpoint.save_params(file_name, self.state())
 
     def load_params(self, file_name="params.npz"):
         """Load what :meth:`save_params` wrote, on whatever device this network is."""
-        from ..checkpoint import load_params
-
-        self.load_state(load_params(file_name), where=str(file_name))
+        self.load_state(checkpoint.load_params(file_name), where=str(file_name))

@@ -403,7 +403,7 @@ def plot_speedup(results, path):
     found = crossovers(results)
     if not found:
         return "No speedup plot: no batch size has both a CPU and a GPU time."
-    import matplotlib
+    import matplotlib  # here, not at the top: matplotlib is optional, and the report is written without it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -10,7 +10,7 @@ __all__ = ["require_matplotlib", "plot_training"]
 def require_matplotlib():
     """The pyplot module with a file-only backend, or an ImportError that says how to get it."""
     try:
-        import matplotlib
+        import matplotlib  # here, not at the top: matplotlib is an optional extra
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'xpnet[plot]' (or pip install matplotlib)") from None
     matplotlib.use("Agg")

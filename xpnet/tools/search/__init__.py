@@ -129,7 +129,7 @@ DEFAULT_SPACE = {p.name: p for p in map(parse_param, (
 def require_optuna():
     """The optuna module, or an ImportError that says how to get it."""
     try:
-        import optuna
+        import optuna  # here, not at the top: optuna is an optional extra
     except ImportError:
         raise ImportError(f"hyperparameter search needs optuna: {INSTALL_HINT}") from None
     return optuna
