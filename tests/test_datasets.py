@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,34 @@ def test_a_damaged_gzip_is_reported(tmp_path):
     path = tmp_path / "broken.gz"
     path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x03abc")[:-6])
     with pytest.raises(DatasetError, match="broken.gz: the gzip stream is damaged or truncated"):
+        read_idx(path)
+
+
+def test_a_gzip_with_one_flipped_byte_is_reported_as_damaged(tmp_path):
+    path = tmp_path / "flipped.gz"
+    write_idx(path, np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x40  # inside the deflate stream: zlib.error or a CRC failure, depending on the byte
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="flipped.gz: the gzip stream is damaged or truncated"):
+        read_idx(path)
+
+
+def test_a_flipped_byte_in_a_stored_block_is_reported_as_damaged(tmp_path):
+    path = tmp_path / "stored.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x03abc", compresslevel=0))
+    raw = bytearray(path.read_bytes())
+    raw[11] ^= 0x40  # the stored block's length: zlib.error "invalid stored block lengths"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="stored.gz: the gzip stream is damaged or truncated"):
+        read_idx(path)
+
+
+def test_idx_sizes_whose_product_overflows_are_reported(tmp_path):
+    path = tmp_path / "huge.idx"
+    path.write_bytes(struct.pack(">BBBB4I", 0, 0, 0x08, 4, *(2**16,) * 4))  # 2**64 values: 0 in 64-bit arithmetic
+    with pytest.raises(DatasetError, match=r"huge.idx: 0 bytes of data, but the header's shape \(65536, 65536, 65536, 65536\) "
+                                           r"of uint8 needs 18446744073709551616"):
         read_idx(path)
 
 
