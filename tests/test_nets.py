@@ -238,3 +238,17 @@ def test_accuracy_refuses_a_batch_size_that_is_not_a_positive_integer(rng, batch
 def test_sizes_that_are_not_positive_integers_are_named(make, error, message):
     with pytest.raises(error, match=f"^{message}$"):
         make()
+
+
+@pytest.mark.parametrize("key", ["W1", "BatchNorm1.running_var"])
+def test_load_state_refuses_values_that_are_not_floating_point_and_copies_nothing(device, rng, key):
+    xpnet.set_device(device)
+    net = MultiLayerNetExtend(5, [4], 3, use_batchnorm=True)
+    net.loss(rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6))  # running statistics exist
+    before = {k: to_numpy(v).copy() for k, v in net.state().items()}
+    state = {k: to_numpy(v) + 1 for k, v in net.state().items()}
+    state[key] = state[key].astype(np.int64)
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}'? is int64, expected float32 like the network's"):
+        net.load_state(state)
+    for k, v in net.state().items():
+        np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)

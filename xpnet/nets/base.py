@@ -179,9 +179,10 @@ class Network:
         return state
 
     def load_state(self, state, where="state"):
-        """Copy ``state`` (host or device arrays) into the network in place, checking names and shapes.
+        """Copy ``state`` (host or device arrays) into the network in place, checking names, shapes and kinds.
 
         Everything is checked before anything is copied, so a wrong file leaves the network as it was.
+        Floating-point values are cast to the network's dtype; any other kind is refused.
         """
         from ..checkpoint import restore_params
 
@@ -195,6 +196,9 @@ class Network:
             expected = tuple(layer.gamma.shape)  # a running statistic has one value per feature or channel
             if tuple(value.shape) != expected:
                 raise ValueError(f"{where}: {key} has shape {tuple(value.shape)} but the network's is {expected}")
+            if value.dtype.kind != "f":
+                raise ValueError(f"{where}: {key} is {value.dtype}, expected {layer.gamma.dtype} like the network's "
+                                 f"statistics")
         saved = {key.split(".", 1)[0] for key in buffers}
         missing = [f"{lname}.{b}" for lname in saved for b in _BUFFERS if f"{lname}.{b}" not in buffers]
         if missing:
