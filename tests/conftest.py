@@ -49,12 +49,15 @@ def forget_cupy_probe(monkeypatch):
 
 @pytest.fixture
 def fake_cupy(monkeypatch, forget_cupy_probe):
-    """``fake_cupy(is_available)``: an installed CuPy 14.0.0, imported from sys.modules, that answers
-    ``is_available()`` as told."""
-    def install(is_available):
+    """``fake_cupy(is_available, get_device_count=None)``: an installed CuPy 14.0.0, imported from
+    sys.modules, that answers ``is_available()`` as told, and ``cuda.runtime.getDeviceCount()`` too
+    when that is given (real CuPy's is_available() hides the CUDA error that getDeviceCount raises)."""
+    def install(is_available, get_device_count=None):
         fake = types.ModuleType("cupy")
         fake.__version__ = "14.0.0"
         fake.is_available = is_available
+        if get_device_count is not None:
+            fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count))
         monkeypatch.setitem(sys.modules, "cupy", fake)
         return fake
 

@@ -54,6 +54,11 @@ _INSTALL_HINT = (
     "(cupy-cuda12x) or `pip install 'xpnet[cuda13]'` (cupy-cuda13x), "
     "or run on the CPU with XPNET_DEVICE=cpu"
 )
+_DRIVER_HINT = (
+    "check the NVIDIA driver and the GPU with `nvidia-smi`; a driver older than the CUDA of the installed "
+    "CuPy package needs an update, or the CuPy package of the CUDA version the driver supports "
+    "(cupy-cuda12x or cupy-cuda13x); or run on the CPU with XPNET_DEVICE=cpu"
+)
 
 
 class DeviceError(RuntimeError):
@@ -87,7 +92,7 @@ def _load_cupy():
             _cupy_version = None if version is None else str(version)
             try:
                 usable = bool(cupy.is_available()) and cupy.cuda.runtime.getDeviceCount() > 0
-                reason = None if usable else "CuPy is installed but sees no usable CUDA device or driver"
+                reason = None if usable else _why_no_device(cupy, _cupy_version)
             except Exception as exc:  # CUDARuntimeError, e.g. cudaErrorInsufficientDriver
                 usable, reason = False, f"CuPy is installed but CUDA fails ({type(exc).__name__}: {exc})"
             if usable:
@@ -95,6 +100,20 @@ def _load_cupy():
             _cupy_reason = reason
         _cupy_checked = True
     return _cupy
+
+
+def _why_no_device(cupy, version):
+    """CuPy's own reason when ``is_available()`` says False: it swallows the CUDA error, getDeviceCount raises it."""
+    runtime = getattr(getattr(cupy, "cuda", None), "runtime", None)
+    if runtime is None:
+        return "CuPy is installed but sees no usable CUDA device or driver"
+    try:
+        count = runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError: cudaErrorInsufficientDriver, cudaErrorNoDevice, ...
+        return f"CuPy {version} is installed but CUDA fails ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return f"CuPy {version} is installed but CUDA sees no device"
+    return "CuPy is installed but sees no usable CUDA device or driver"
 
 
 def gpu_available() -> bool:
@@ -143,7 +162,8 @@ def _cuda_version(number: int) -> str:
 def _require_cupy():
     cp = _load_cupy()
     if cp is None:
-        raise DeviceError(f"the GPU was asked for but cannot be used: {_cupy_reason}. Fix: {_INSTALL_HINT}.")
+        hint = _INSTALL_HINT if _cupy_version is None else _DRIVER_HINT  # installed: the driver or device is at fault
+        raise DeviceError(f"the GPU was asked for but cannot be used: {_cupy_reason}. Fix: {hint}.")
     return cp
 
 

@@ -7,6 +7,14 @@ never produce float64), an input on another device is an error that says
 how to move it. Gradients are kept as attributes (``dW``, ``db``,
 ``dgamma``, ``dbeta``) after ``backward``.
 
+Parameters are floating point, one dtype per layer: integer, boolean or
+complex weights, and a float64 bias beside float32 weights, are a
+ValueError, never converted (a converted copy would no longer be the array
+the network and its optimizer update). ``backward(dout)`` needs a
+``forward`` first (else a RuntimeError) and a ``dout`` of exactly the
+forward output's shape (else a ValueError naming both shapes; nothing is
+broadcast).
+
 Fixed relative to the book, each noted where it happens:
 
 * ``Relu.backward`` no longer overwrites the caller's gradient array.
@@ -97,6 +105,27 @@ def _check_rank(layer, x, ranks, what):
         raise ValueError(f"{layer}: input must be {what}, got shape {tuple(x.shape)}")
 
 
+def _check_param_dtypes(layer, **params):
+    """Parameters are floating point and share one dtype (a float64 bias would make float32 outputs float64)."""
+    for name, array in params.items():
+        if array.dtype.kind != "f":
+            raise ValueError(f"{layer}: {name} must be floating point (float32 or float64), got {array.dtype}")
+    (first, a), *others = params.items()
+    for name, array in others:
+        if array.dtype != a.dtype:
+            raise ValueError(f"{layer}: {first} is {a.dtype} but {name} is {array.dtype}; the parameters of one layer "
+                             f"share one floating dtype (convert with .astype)")
+
+
+def _check_dout(layer, dout, shape):
+    """``dout`` of the forward output's ``shape`` (None: no forward yet); no broadcasting."""
+    if shape is None:
+        raise RuntimeError(f"{layer}.backward: called before forward")
+    got = tuple(getattr(dout, "shape", ()))
+    if got != tuple(shape):
+        raise ValueError(f"{layer}.backward: dout has shape {got}, but the forward output had {tuple(shape)}")
+
+
 def _check_param_shape(layer, name, array, shape):
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{layer}: {name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
@@ -130,6 +159,7 @@ class Relu:
         return _restore_order(out, self._back)
 
     def backward(self, dout):
+        _check_dout("Relu", dout, None if self.mask is None else self.mask.shape)
         if self._back is None:
             return dout * self.mask
         return _restore_order(channels_last(dout) * channels_last(self.mask), self._back)
@@ -146,6 +176,7 @@ class Sigmoid:
         return self.out
 
     def backward(self, dout):
+        _check_dout("Sigmoid", dout, None if self.out is None else self.out.shape)
         return dout * (1.0 - self.out) * self.out
 
 
@@ -155,15 +186,17 @@ class Sigmoid:
 class Affine:
     """y = x W + b.
 
-    ``W`` (D, M), ``b`` (M,); ``x`` is (N, D) or any (N, ...) whose trailing
-    dimensions multiply to D (an image batch from a convolution). ``dx`` has
-    ``x``'s shape.
+    ``W`` (D, M), ``b`` (M,), floating point of one dtype (else a
+    ValueError); ``x`` is (N, D) or any (N, ...) whose trailing dimensions
+    multiply to D (an image batch from a convolution), cast to ``W``'s
+    dtype. ``dx`` has ``x``'s shape.
     """
 
     def __init__(self, W, b):
         if W.ndim != 2:
             raise ValueError(f"Affine: W must be 2-D (D, M), got shape {tuple(W.shape)}")
         _check_param_shape("Affine", "b", b, (W.shape[1],))
+        _check_param_dtypes("Affine", W=W, b=b)
         self.W, self.b = W, b
         self.x = None
         self.original_x_shape = None
@@ -185,6 +218,7 @@ class Affine:
         return x @ self.W + self.b
 
     def backward(self, dout):
+        _check_dout("Affine", dout, None if self.x is None else (self.x.shape[0], self.W.shape[1]))
         dout = dout.astype(self.W.dtype, copy=False)
         self.dW = self.x.T @ dout
         self.db = dout.sum(axis=0)
@@ -256,6 +290,8 @@ class SoftmaxWithLoss:
         return self.loss
 
     def backward(self, dout=1):
+        if self.y is None:
+            raise RuntimeError("SoftmaxWithLoss.backward: called before forward")
         xp = get_array_module(self.y)
         n = self.y.shape[0]
         if self.t.ndim == 2:
@@ -293,6 +329,7 @@ class Dropout:
         return x * self.mask
 
     def backward(self, dout):
+        _check_dout("Dropout", dout, None if self.mask is None else self.mask.shape)
         return dout * self.mask
 
 
@@ -324,6 +361,7 @@ class BatchNormalization:
         if gamma.ndim != 1:
             raise ValueError(f"BatchNormalization: gamma must be 1-D, got shape {tuple(gamma.shape)}")
         _check_param_shape("BatchNormalization", "beta", beta, gamma.shape)
+        _check_param_dtypes("BatchNormalization", gamma=gamma, beta=beta)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum}")
         self.gamma, self.beta = gamma, beta
@@ -387,6 +425,7 @@ class BatchNormalization:
         return self.gamma.reshape(shape) * self.xn + self.beta.reshape(shape)
 
     def backward(self, dout):
+        _check_dout("BatchNormalization", dout, None if self.xn is None else self.xn.shape)
         dout = dout.astype(self.gamma.dtype, copy=False)
         axes, shape = self._axes(dout)
         self.dbeta = dout.sum(axis=axes)
@@ -427,6 +466,7 @@ class Convolution:
         if W.ndim != 4:
             raise ValueError(f"Convolution: W must be 4-D (FN, C, FH, FW), got shape {tuple(W.shape)}")
         _check_param_shape("Convolution", "b", b, (W.shape[0],))
+        _check_param_dtypes("Convolution", W=W, b=b)
         self.W, self.b = W, b
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
         self.pad = _check_positive_int("Convolution", "pad", pad, 0)
@@ -497,6 +537,14 @@ class Convolution:
         dx = kernels.col2im(d @ self.W.reshape(fn, -1), (n, h, w, c), fh, fw, self.stride, self.pad, out_h, out_w)
         return dx.transpose(0, 3, 1, 2)
 
+    def _output_shape(self):
+        """(N, FN, OH, OW) of the last forward, or None before any."""
+        if self.x_shape is None:
+            return None
+        n, _, h, w = self.x_shape
+        fn, _, fh, fw = self.W.shape
+        return n, fn, conv_output_size(h, fh, self.stride, self.pad), conv_output_size(w, fw, self.stride, self.pad)
+
     def _gathers_input_gradient(self):
         """Whether dx is better computed as a convolution of dout with the flipped filters.
 
@@ -509,6 +557,7 @@ class Convolution:
         return self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
 
     def backward(self, dout):
+        _check_dout("Convolution", dout, self._output_shape())
         xp = get_array_module(dout)
         fn, c, fh, fw = self.W.shape
         n, _, h, w = self.x_shape
@@ -584,6 +633,14 @@ class Pooling:
         self.x_shape = None
         self.arg_max = None
 
+    def _output_shape(self):
+        """(N, C, OH, OW) of the last forward, or None before any."""
+        if self.x_shape is None:
+            return None
+        n, c, h, w = self.x_shape
+        return (n, c, conv_output_size(h, self.pool_h, self.stride, self.pad),
+                conv_output_size(w, self.pool_w, self.stride, self.pad))
+
     def forward(self, x):
         x = _as_float_array(x)
         xp = get_array_module(x)
@@ -619,6 +676,7 @@ class Pooling:
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
+        _check_dout("Pooling", dout, self._output_shape())
         xp = get_array_module(dout)
         n, c, h, w = self.x_shape
         p, ph, pw = self.pad, self.pool_h, self.pool_w
