@@ -32,7 +32,7 @@ Requires the ``mpi`` extra (``pip install 'xpnet[mpi]'``: mpi4py and
 MPICH); mpi4py is imported only when a communicator is made.
 """
 
-from .batch_norm import SyncBatchStatistics, synchronize_batch_norm, synchronized_layers
+from .batch_norm import SyncBatchStatistics, average_batch_norm_statistics, synchronize_batch_norm, synchronized_layers
 from .communicator import Communicator, DistributedError
 from .data_parallel import (
     allreduce_gradients,
@@ -65,5 +65,6 @@ __all__ = [
     "accuracy",
     "synchronize_batch_norm",
     "synchronized_layers",
+    "average_batch_norm_statistics",
     "SyncBatchStatistics",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ..layers import BatchNormalization
 
-__all__ = ["SyncBatchStatistics", "synchronize_batch_norm", "synchronized_layers"]
+__all__ = ["SyncBatchStatistics", "synchronize_batch_norm", "synchronized_layers", "average_batch_norm_statistics"]
 
 
 class SyncBatchStatistics:
@@ -89,3 +89,26 @@ def synchronized_layers(network) -> list:
     """The network's synchronized BatchNormalization layers, in forward order."""
     return [layer for layer in network.layers.values()
             if isinstance(layer, BatchNormalization) and layer.sync is not None]
+
+
+def average_batch_norm_statistics(comm, network) -> None:
+    """Replace every rank's batch-norm running statistics by their mean over the ranks (one allreduce).
+
+    Without synchronization each rank's running statistics follow its own
+    slices, and the ranks evaluate (and would save) different models; call
+    this before evaluating or saving. Synchronized layers need it not: their
+    statistics are the same everywhere.
+    """
+    state = network.state()
+    names = sorted(key for key in state if "." in key)  # "<layer>.running_mean" and the like
+    if not names:
+        return
+    xp = get_array_module(*(state[name] for name in names))
+    buf = xp.concatenate([state[name].reshape(-1) for name in names])
+    comm.allreduce_sum(buf)
+    buf /= comm.size
+    offset = 0
+    for name in names:
+        array = state[name]
+        array[...] = buf[offset:offset + array.size].reshape(array.shape)
+        offset += array.size

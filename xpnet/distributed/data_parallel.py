@@ -57,7 +57,8 @@ def allreduce_gradients(comm, grads, count, loss=0.0):
     examples; ``loss`` that mean loss. Each rank weights its gradients and
     loss by ``count``, and the sums are divided by the global count, so an
     uneven split (the last batch of an epoch) weighs every example alike:
-    the average is by examples, not by ranks. Returns ``(grads, loss)``:
+    the average is by examples, not by ranks (the global batch must not be
+    empty). Returns ``(grads, loss)``:
     new arrays (views of one buffer) in ``grads``' order and the mean loss
     (0-d), identical on every rank. No synchronization with the GPU.
     """
@@ -77,6 +78,8 @@ def allreduce_gradients(comm, grads, count, loss=0.0):
     buf[total] = float(count)
     buf[total + 1] = loss * float(count)
     comm.allreduce_sum(buf)
+    if xp is np and buf[total] == 0:  # (on the GPU this check would wait for the device)
+        raise ValueError("allreduce_gradients: the global batch is empty: no rank had an example")
     buf /= buf[total].copy()  # the global count; a copy, for buf[total] itself changes
     averaged, offset = {}, 0
     for name, size in zip(names, sizes):
