@@ -172,6 +172,24 @@ def test_the_optimizer_state_is_broadcast_from_rank_0(trained):
     assert states[0]["scalars"]["iter"] == 3 and "m/W1" in states[0]["arrays"]
 
 
+@needs_mpi
+@pytest.mark.gpu
+def test_one_rank_per_gpu_goes_through_nccl_and_trains_like_one_process(tmp_path):
+    if not backend.gpu_available():
+        pytest.skip(f"GPU case skipped: no usable GPU ({backend.gpu_unavailable_reason()})")
+    if backend.nccl_unavailable_reason() is not None:
+        pytest.skip(f"NCCL case skipped: {backend.nccl_unavailable_reason()}")
+    ranks = min(len(backend.gpu_devices()), 2)  # one rank per GPU: NCCL refuses two ranks on one GPU
+    result, _ = mpiexec(ranks, str(SCRIPTS / "train.py"), str(tmp_path), "gpu", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    arrays, report = read_results(tmp_path)
+    assert report["nccl"] is True and report["device"] == "gpu:0"
+    for name in ("sgd", "adam"):
+        expected, _ = single_process(name, ranks)
+        for key, value in expected.items():
+            np.testing.assert_allclose(arrays[f"{name}/{key}"], value, rtol=1e-4, atol=1e-6, err_msg=f"{name}: {key}")
+
+
 # --- failures end the job ------------------------------------------------------------------------------
 
 
