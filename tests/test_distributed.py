@@ -220,6 +220,13 @@ def test_a_killed_rank_ends_the_job_within_seconds():
 
 
 @needs_mpi
+def test_a_rank_ending_with_an_error_status_ends_the_job_within_seconds():
+    result, seconds = mpiexec(2, str(SCRIPTS / "fail.py"), "exit-status", timeout=60)
+    assert result.returncode != 0 and seconds < ABORT_SECONDS
+    assert "rank 1 of 2 (host " in result.stderr and "ends with exit status 3; aborting the job" in result.stderr
+
+
+@needs_mpi
 def test_ranks_started_with_different_arguments_are_named_at_start():
     script = str(SCRIPTS / "fail.py")
     result, seconds = mpiexec(None, "-n", "2", sys.executable, script, "same-run", "--epochs", "3", ":",

@@ -2,6 +2,7 @@
 
     fail.py raise        rank 1 raises after the first allreduce; the others wait in the next one
     fail.py kill         rank 1 kills itself (SIGKILL) there instead
+    fail.py exit-status  rank 1 ends there with exit status 3, as a command reporting an error does
     fail.py plain-raise  as `raise`, without xpnet.distributed.init (launch with `python -m mpi4py`)
     fail.py same-run ... every rank checks that all were started with the same arguments
 """
@@ -29,6 +30,8 @@ def main(mode):
     if comm.rank == 1:
         if mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "exit-status":
+            sys.exit(distributed.abort_unless_zero(comm, 3))
         raise ValueError(f"rank 1 fails on purpose ({mode})")
     comm.allreduce_sum(buf)  # rank 1 never comes: without an abort this waits for ever
 

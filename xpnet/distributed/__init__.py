@@ -42,7 +42,7 @@ from .data_parallel import (
     gradient,
     parameters_digest,
 )
-from .launch import abort_on_exception, check_same_run, init, run_signature, seed_ranks, use_local_device
+from .launch import abort_on_exception, abort_unless_zero, check_same_run, init, run_signature, seed_ranks, use_local_device
 from .sharding import accuracy, shard, shard_slice
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "DistributedError",
     "init",
     "abort_on_exception",
+    "abort_unless_zero",
     "check_same_run",
     "run_signature",
     "seed_ranks",

@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import backend
 from .communicator import Communicator, DistributedError, group_ranks, ranks_text
 
-__all__ = ["init", "abort_on_exception", "check_same_run", "run_signature", "seed_ranks", "use_local_device"]
+__all__ = ["init", "abort_on_exception", "abort_unless_zero", "check_same_run", "run_signature", "seed_ranks", "use_local_device"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,23 @@ def abort_on_exception(comm) -> None:
             comm.abort(1)
 
     sys.excepthook = hook
+
+
+def abort_unless_zero(comm, code) -> int:
+    """Return 0 when ``code`` is 0; otherwise end the whole job with ``code`` now (``MPI.COMM_WORLD.Abort``).
+
+    For a command that reports an error by its exit status: a rank that
+    simply exits, even with an error status, leaves the others waiting in
+    their next collective for ever. ``sys.exit(abort_unless_zero(comm, main()))``.
+    """
+    code = int(code or 0)
+    if code:
+        sys.stdout.flush()
+        sys.stderr.write(f"xpnet.distributed: rank {comm.rank} of {comm.size} (host {comm.host}) ends with exit "
+                         f"status {code}; aborting the job\n")
+        sys.stderr.flush()
+        comm.abort(code)
+    return 0
 
 
 # --- the same run everywhere -----------------------------------------------------------------
