@@ -346,6 +346,22 @@ class OtherRanks(distributed.Communicator):
         return [obj, *self.answers]
 
 
+def test_the_launcher_is_recognized_from_the_environment_without_starting_mpi():
+    assert distributed.launched_size({}) is None
+    assert distributed.launched_size({"PMI_RANK": "1", "PMI_SIZE": "4"}) == 4  # MPICH's mpiexec
+    assert distributed.launched_size({"OMPI_COMM_WORLD_SIZE": "2"}) == 2  # Open MPI's mpirun
+    assert distributed.launched_size({"PMIX_RANK": "0", "SLURM_NTASKS": "8"}) == 8  # srun --mpi=pmix
+    assert distributed.launched_size({"SLURM_NTASKS": "8"}) is None  # a Slurm job step, but no MPI launch
+
+
+@needs_mpi
+def test_under_mpiexec_every_rank_sees_the_launch():
+    code = "from xpnet import distributed; print(distributed.launched_size())"
+    result, _ = mpiexec(3, "-c", code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "".join(result.stdout.split()) == "333"  # the ranks' lines may interleave
+
+
 def test_shards_cover_a_batch_once_in_order_and_differ_by_at_most_one():
     for n in range(0, 23):
         for size in (1, 2, 3, 4, 7):

@@ -42,13 +42,14 @@ from .data_parallel import (
     gradient,
     parameters_digest,
 )
-from .launch import abort_on_exception, abort_unless_zero, check_same_run, init, run_signature, seed_ranks, use_local_device
+from .launch import abort_on_exception, abort_unless_zero, check_same_run, init, launched_size, run_signature, seed_ranks, use_local_device
 from .sharding import accuracy, shard, shard_slice
 
 __all__ = [
     "Communicator",
     "DistributedError",
     "init",
+    "launched_size",
     "abort_on_exception",
     "abort_unless_zero",
     "check_same_run",

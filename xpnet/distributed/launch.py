@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import backend
 from .communicator import Communicator, DistributedError, group_ranks, ranks_text
 
-__all__ = ["init", "abort_on_exception", "abort_unless_zero", "check_same_run", "run_signature", "seed_ranks", "use_local_device"]
+__all__ = ["init", "launched_size", "abort_on_exception", "abort_unless_zero", "check_same_run", "run_signature", "seed_ranks", "use_local_device"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,31 @@ def init(device=None, *, mpi_comm=None, nccl="auto", argv=None, check=True, abor
     if use_local_device(comm, device) != "cpu" and nccl != "off":
         comm.start_nccl(required=nccl == "required")
     return comm
+
+
+# Variables that MPI launchers set in every process they start, and what they hold.
+_LAUNCHER_SIZES = (
+    ("PMI_SIZE", "MPICH's and Intel MPI's mpiexec (Hydra)"),
+    ("OMPI_COMM_WORLD_SIZE", "Open MPI's mpirun"),
+    ("MV2_COMM_WORLD_SIZE", "MVAPICH's mpirun"),
+)
+
+
+def launched_size(environ=None) -> int | None:
+    """The number of processes an MPI launcher started this one among, read from the environment without
+    starting MPI; None when no launcher is seen (a plain ``python`` or ``xpnet`` run).
+
+    A command such as ``xpnet train`` can decide with it whether to call
+    :func:`init`: ``mpiexec -n 4 xpnet train ...`` gives 4. Slurm's ``srun
+    --mpi=pmix`` is recognized by ``PMIX_RANK`` with ``SLURM_NTASKS``.
+    """
+    environ = os.environ if environ is None else environ
+    for name, _ in _LAUNCHER_SIZES:
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    if "PMIX_RANK" in environ and environ.get("SLURM_NTASKS", "").isdigit():
+        return int(environ["SLURM_NTASKS"])
+    return None
 
 
 # --- failure ---------------------------------------------------------------------------
