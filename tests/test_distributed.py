@@ -493,6 +493,7 @@ def test_the_nccl_route_reduces_in_place_and_gathers_one_row_per_rank():
 def test_nccl_starts_when_every_rank_is_on_a_gpu_of_its_own(comm_self, monkeypatch):
     nccl = FakeNCCL()
     monkeypatch.setattr(backend, "get_device", lambda: "gpu:0")
+    monkeypatch.setattr(backend, "gpu_bus_id", lambda device: "0000:3B:00.0")
     monkeypatch.setattr(backend, "nccl_unavailable_reason", lambda: None)
     monkeypatch.setattr(backend, "nccl_process_group", lambda size, rank: nccl if (size, rank) == (1, 0) else None)
     comm = distributed.Communicator(comm_self.mpi_comm)
@@ -501,13 +502,18 @@ def test_nccl_starts_when_every_rank_is_on_a_gpu_of_its_own(comm_self, monkeypat
     assert nccl.calls == []
 
 
-def test_nccl_is_refused_for_ranks_that_share_a_gpu(comm_self, monkeypatch):
+def test_nccl_is_refused_for_ranks_that_share_a_gpu_and_told_apart_by_pci_bus_id(comm_self, monkeypatch):
     monkeypatch.setattr(backend, "get_device", lambda: "gpu:0")
+    monkeypatch.setattr(backend, "gpu_bus_id", lambda device: "0000:3B:00.0")
     monkeypatch.setattr(backend, "nccl_unavailable_reason", lambda: None)
     comm = distributed.Communicator(comm_self.mpi_comm)
-    monkeypatch.setattr(comm, "allgather_object", lambda obj: [obj, (None, obj[1], "gpu:0"), (None, "elsewhere", "gpu:0")])
+    # each rank sees its GPU as gpu:0 (CUDA_VISIBLE_DEVICES): rank 1 is on another GPU, rank 2 on rank 0's
+    others = [(None, comm.host, "0000:5E:00.0", "gpu:0"), (None, comm.host, "0000:3B:00.0", "gpu:0"),
+              (None, "elsewhere", "0000:3B:00.0", "gpu:0")]
+    monkeypatch.setattr(comm, "allgather_object", lambda obj: [obj, *others])
     assert comm.start_nccl() is False and not comm.uses_nccl
-    assert comm.nccl_reason == f"ranks 0, 1 share gpu:0 on {comm.host}, and NCCL refuses two ranks on one GPU"
+    assert comm.nccl_reason == (f"ranks 0, 2 share the GPU at PCI 0000:3B:00.0 on {comm.host}, and NCCL refuses "
+                                f"two ranks on one GPU")
 
 
 def test_nccl_unavailable_reason_without_a_gpu_names_the_gpu_problem(fake_cupy):
@@ -523,7 +529,7 @@ def fake_gpu_cupy(fake_cupy, monkeypatch):
     ``cupyx.distributed`` whose ``init_process_group`` records its arguments."""
     cupy = fake_cupy(lambda: True)
     cuda = types.ModuleType("cupy.cuda")
-    cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+    cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceGetPCIBusId=lambda index: "0000:3B:00.0")
     cuda.nccl = types.ModuleType("cupy.cuda.nccl")
     cuda.nccl.available = True
     cupy.cuda = cuda
@@ -549,3 +555,9 @@ def test_the_nccl_process_group_meets_through_mpi(fake_gpu_cupy):
     assert backend.nccl_unavailable_reason() is None
     backend.nccl_process_group(4, 3)
     assert cupyx.distributed.calls == [((4, 3), {"use_mpi": True})]
+
+
+def test_a_gpu_is_named_by_its_pci_bus_id(fake_gpu_cupy):
+    assert backend.gpu_bus_id("gpu:0") == "0000:3B:00.0"
+    with pytest.raises(ValueError, match="the CPU has no PCI bus id"):
+        backend.gpu_bus_id("cpu")

@@ -45,6 +45,7 @@ __all__ = [
     "is_cupy_array",
     "gpu_devices",
     "library_versions",
+    "gpu_bus_id",
     "nccl_unavailable_reason",
     "nccl_process_group",
 ]
@@ -122,6 +123,15 @@ def gpu_devices() -> list[dict]:
         devices.append({"index": index, "name": name, "memory_bytes": int(props["totalGlobalMem"]),
                         "compute_capability": f"{props['major']}.{props['minor']}"})
     return devices
+
+
+def gpu_bus_id(device) -> str:
+    """The PCI bus id of a GPU, e.g. '0000:3B:00.0': it names the same physical GPU in every process,
+    however ``CUDA_VISIBLE_DEVICES`` numbers the devices in each."""
+    target = _parse(device)
+    if target == "cpu":
+        raise ValueError("gpu_bus_id: the CPU has no PCI bus id")
+    return str(_require_cupy().cuda.runtime.deviceGetPCIBusId(int(target[4:])))
 
 
 def library_versions() -> dict:

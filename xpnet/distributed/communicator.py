@@ -129,19 +129,23 @@ class Communicator:
         """Send CuPy arrays through NCCL from now on, where every rank can (a collective call).
 
         Each rank must be on a GPU of its own (``backend.get_device()``, chosen
-        before this call), with CuPy's NCCL, in a communicator spanning
+        before this call; GPUs are told apart by their PCI bus id, so that
+        ranks that each see one GPU as ``gpu:0`` under ``CUDA_VISIBLE_DEVICES``
+        are not mistaken for sharing one), with CuPy's NCCL, in a communicator spanning
         ``MPI.COMM_WORLD`` (cupyx.distributed meets there). When any rank
         cannot, every rank keeps the host route and ``nccl_reason`` says why;
         with ``required=True`` that is a DistributedError instead. Returns
         whether NCCL is on.
         """
         device = backend.get_device()
-        reports = self.allgather_object((self._nccl_obstacle(device), self.host, device))
+        obstacle = self._nccl_obstacle(device)
+        gpu = None if obstacle else backend.gpu_bus_id(device)  # the physical GPU, whatever the numbering
+        reports = self.allgather_object((obstacle, self.host, gpu, device))
         obstacles = [f"{ranks_text(ranks)}: {why}" for ranks, why in group_ranks([r[0] for r in reports]) if why]
-        seats = [(host, device) for _, host, device in reports]
-        for ranks, (host, device) in group_ranks(seats):
-            if len(ranks) > 1 and device != "cpu":
-                obstacles.append(f"{ranks_text(ranks)} share {device} on {host}, and NCCL refuses two ranks on one GPU")
+        for ranks, (host, gpu) in group_ranks([(host, gpu) for _, host, gpu, _ in reports]):
+            if len(ranks) > 1 and gpu is not None:
+                obstacles.append(f"{ranks_text(ranks)} share the GPU at PCI {gpu} on {host}, and NCCL refuses "
+                                 f"two ranks on one GPU")
         if obstacles:
             self.nccl_reason = "; ".join(obstacles)
             if required:

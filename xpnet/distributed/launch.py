@@ -85,6 +85,8 @@ def abort_on_exception(comm) -> None:
     wait for it in their next collective for ever.
     """
     previous = sys.excepthook
+    if getattr(previous, "xpnet_aborts", False):  # installed already
+        return
 
     def hook(kind, value, tb):
         try:
@@ -98,6 +100,7 @@ def abort_on_exception(comm) -> None:
                 previous(kind, value, tb)
             comm.abort(1)
 
+    hook.xpnet_aborts = True
     sys.excepthook = hook
 
 
