@@ -45,6 +45,9 @@ __all__ = [
     "is_cupy_array",
     "gpu_devices",
     "library_versions",
+    "gpu_bus_id",
+    "nccl_unavailable_reason",
+    "nccl_process_group",
 ]
 
 DEFAULT_DTYPE = np.float32
@@ -141,6 +144,15 @@ def gpu_devices() -> list[dict]:
     return devices
 
 
+def gpu_bus_id(device) -> str:
+    """The PCI bus id of a GPU, e.g. '0000:3B:00.0': it names the same physical GPU in every process,
+    however ``CUDA_VISIBLE_DEVICES`` numbers the devices in each."""
+    target = _parse(device)
+    if target == "cpu":
+        raise ValueError("gpu_bus_id: the CPU has no PCI bus id")
+    return str(_require_cupy().cuda.runtime.deviceGetPCIBusId(int(target[4:])))
+
+
 def library_versions() -> dict:
     """Versions of NumPy, of CuPy where it imports (even without a usable GPU), and of CUDA where usable.
 
@@ -165,6 +177,50 @@ def _require_cupy():
         hint = _INSTALL_HINT if _cupy_version is None else _DRIVER_HINT  # installed: the driver or device is at fault
         raise DeviceError(f"the GPU was asked for but cannot be used: {_cupy_reason}. Fix: {hint}.")
     return cp
+
+
+# --- NCCL, for data-parallel training (xpnet.distributed) ---------------------
+
+
+def _load_nccl():
+    """(cupy.cuda.nccl, cupyx.distributed), or (None, why not)."""
+    cp = _load_cupy()
+    if cp is None:
+        return None, f"no usable GPU: {_cupy_reason}"
+    try:
+        from cupy.cuda import nccl
+    except Exception as exc:
+        return None, f"cupy.cuda.nccl cannot be imported ({type(exc).__name__}: {exc})"
+    if not getattr(nccl, "available", False):
+        return None, ("CuPy finds no NCCL library; install the NCCL wheel for your CUDA version "
+                      "(nvidia-nccl-cu12 or nvidia-nccl-cu13)")
+    try:
+        import cupyx.distributed
+    except Exception as exc:
+        return None, f"cupyx.distributed cannot be imported ({type(exc).__name__}: {exc})"
+    return (nccl, cupyx.distributed), None
+
+
+def nccl_unavailable_reason() -> str | None:
+    """Why CuPy cannot use NCCL here (no usable GPU, no NCCL library), or None when it can."""
+    return _load_nccl()[1]
+
+
+def nccl_process_group(size: int, rank: int):
+    """This process's NCCL communicator among ``size`` processes, one GPU each (CuPy's current device).
+
+    It is ``cupyx.distributed.init_process_group(size, rank, use_mpi=True)``:
+    a collective call that every process of ``MPI.COMM_WORLD`` must make, the
+    rendezvous going through MPI (without ``use_mpi`` CuPy would open a TCP
+    store on port 13333 instead). The communicator has ``all_reduce(in,
+    out, op)``, ``broadcast(array, root)`` and ``all_gather(in, out,
+    count)`` on CuPy arrays. NCCL refuses two processes on one GPU. Raises
+    DeviceError saying why when NCCL cannot be used.
+    """
+    loaded, reason = _load_nccl()
+    if loaded is None:
+        raise DeviceError(f"NCCL cannot be used: {reason}")
+    return loaded[1].init_process_group(int(size), int(rank), use_mpi=True)
 
 
 # --- device names -----------------------------------------------------------

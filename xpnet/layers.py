@@ -352,6 +352,13 @@ class BatchNormalization:
     to move them); they are cast to ``gamma``'s dtype, so float64 statistics
     never turn a float32 layer into float64. Either may be given alone: the
     missing one starts at zeros (mean) or ones (variance).
+
+    ``sync`` is None (statistics of this process's batch) or an object whose
+    ``statistics(x, axes)`` returns the batch mean and variance over the
+    batches of every process and whose ``gradient_means(dxn, xn, axes)``
+    returns the matching means in ``backward``: the synchronized batch
+    normalization of data-parallel training (see
+    :func:`xpnet.distributed.synchronize_batch_norm`).
     """
 
     eps = 1e-6
@@ -374,6 +381,7 @@ class BatchNormalization:
                            else self._as_statistic("running_var", running_var, gamma))
         self.running_mean, self.running_var = running_mean, running_var
         self.train_flg = True
+        self.sync = None
         self.xn = None
         self.std = None
         self.dgamma = None
@@ -411,9 +419,13 @@ class BatchNormalization:
             self.running_mean = xp.zeros(x.shape[1], dtype=x.dtype)
             self.running_var = xp.ones(x.shape[1], dtype=x.dtype)
         if train_flg:
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(shape)
-            var = (xc * xc).mean(axis=axes)
+            if self.sync is None:
+                mu = x.mean(axis=axes)
+                xc = x - mu.reshape(shape)
+                var = (xc * xc).mean(axis=axes)
+            else:
+                mu, var = self.sync.statistics(x, axes)
+                xc = x - mu.reshape(shape)
             m = self.momentum
             self.running_mean = m * self.running_mean + (1.0 - m) * mu
             self.running_var = m * self.running_var + (1.0 - m) * var
@@ -434,9 +446,11 @@ class BatchNormalization:
         if not self.train_flg:  # the running statistics are constants
             return dxn / self.std
         # d/dx of (x - batch mean) / batch std, in closed form.
-        mean_dxn = dxn.mean(axis=axes).reshape(shape)
-        mean_dxn_xn = (dxn * self.xn).mean(axis=axes).reshape(shape)
-        return (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+        if self.sync is None:
+            mean_dxn, mean_dxn_xn = dxn.mean(axis=axes), (dxn * self.xn).mean(axis=axes)
+        else:
+            mean_dxn, mean_dxn_xn = self.sync.gradient_means(dxn, self.xn, axes)
+        return (dxn - mean_dxn.reshape(shape) - self.xn * mean_dxn_xn.reshape(shape)) / self.std
 
 
 # --- convolution and pooling ----------------------------------------------------
