@@ -16,9 +16,10 @@ import optuna
 from .. import backend
 from ..nets import MultiLayerNet
 from ..trainer import Trainer, TrainingDivergedError
+from .storage import RERUN_OF, adopt_running, fail_stale, stale_trials
 
 __all__ = ["split_train_validation", "trial_seed", "make_objective", "make_sampler", "make_pruner",
-           "TrialSeededSampler", "open_storage", "open_study", "counted", "run"]
+           "TrialSeededSampler", "open_study", "counted", "run"]
 
 _TRAINING, _SAMPLING = 0, 1  # the two uses of a trial's seed
 
@@ -62,7 +63,9 @@ def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0,
     off; on SQLite it costs more than training on the digits). A
     run whose loss diverges ends as a FAIL trial (the value NaN) with the
     reason in its user attribute ``diverged``. Each trial records the worker
-    that ran it (``host:pid``) in its user attribute ``worker``.
+    that ran it (``host:pid``) in its user attribute ``worker``. A rerun of
+    a trial whose worker died (user attribute ``rerun_of``) has its values
+    and is seeded by its number, so it trains as that trial would have.
     """
     (x_train, t_train), (x_val, t_val) = train, validation
     input_size = int(np.prod(x_train.shape[1:]))
@@ -71,7 +74,7 @@ def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0,
     def objective(trial):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         value = {name: param.suggest(trial) for name, param in space.items()}
-        seed_of_trial = trial_seed(seed, trial.number)
+        seed_of_trial = trial_seed(seed, trial.user_attrs.get(RERUN_OF, trial.number))
         backend.seed(seed_of_trial)  # initial weights
         network = MultiLayerNet(input_size, [value["hidden_size"]] * value["hidden_layers"], classes,
                                 weight_decay_lambda=value["weight_decay"])
@@ -171,26 +174,6 @@ def make_pruner(name, epochs):
     raise ValueError(f"unknown pruner {name!r}; choose from none, median")
 
 
-def open_storage(url):
-    """An Optuna RDB storage; SQLite waits up to 60 s for a lock, so a few worker processes can share a file.
-
-    Workers that start together race to create the tables of a new
-    database; the losers see "already exists" or a unique constraint fail,
-    and simply try again.
-    """
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
-    for attempt in range(10):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except Exception as exc:  # SQLAlchemy's: a malformed URL, a missing driver, a folder that does not exist
-            racing = any(words in str(exc) for words in ("already exists", "UNIQUE constraint", "locked"))
-            if racing and attempt < 9:
-                time.sleep(0.1 * (attempt + 1))
-                continue
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"--storage {url}: {message}") from None
-
-
 def open_study(storage, name, settings, url, sampler=None, pruner=None):
     """Create the study, or load it if it exists, and refuse one run with other settings.
 
@@ -218,36 +201,75 @@ def counted(study):
 
     Divergence is an outcome of a trial's values; a trial cut short by
     Ctrl-C, an error or a killed worker does not count, so it is made up
-    for with the next trial number.
+    for: by a rerun with the same values where its worker died, by the next
+    trial number otherwise.
     """
-    def counts(trial):
-        state = trial.state.name
-        return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "diverged" in trial.user_attrs)
-
-    return sum(counts(trial) for trial in study.get_trials(deepcopy=False))
+    return sum(map(_counts, study.get_trials(deepcopy=False)))
 
 
-def run(study, objective, trials, say=None):
+def _counts(trial):
+    state = trial.state.name
+    return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "diverged" in trial.user_attrs)
+
+
+def run(study, objective, trials, say=None, poll=1.0):
     """Run trials in this process until the study holds ``trials`` (see :func:`counted`); returns how many ran.
 
-    ``say(line)`` after each trial. A rerun after Ctrl-C runs only the
-    missing trials, and workers sharing the study stop once it is reached;
-    the trials the other workers are running then still finish, so a study
-    shared by k workers can end with up to k - 1 trials more.
+    ``say(line)`` after each trial. A worker starts a trial only while the
+    counted trials, those running on other workers and those queued to run
+    again fall short of ``trials``; otherwise it waits (checking every
+    ``poll`` seconds) until they finish, or until one is found stale (its
+    worker died: no heartbeat for the grace period), failed and queued
+    again, which this worker then runs. So the study ends with ``trials``
+    counted trials and none left running; two workers that start the last
+    trial at the same instant can make one more. A rerun after Ctrl-C runs
+    only the missing trials.
     """
-    ran = []
+    ran, full = [], [False]
+    adopt_running(study)
 
     def after(study, trial):
         ran.append(trial.number)
         if say is not None:
             say(describe(trial))
-        if counted(study) >= trials:
+        if not _room(study, trials):
+            full[0] = True
             study.stop()
 
-    missing = trials - counted(study)
-    if missing > 0:
-        study.optimize(objective, n_trials=missing, callbacks=[after], gc_after_trial=False)
+    waiting = False
+    while True:
+        fail_stale(study)
+        if counted(study) >= trials:
+            break
+        if not _room(study, trials):
+            if say is not None and not waiting:
+                running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+                say(f"waiting for the {running} trials running on other workers")
+            waiting = True
+            time.sleep(poll)
+            continue
+        full[0] = waiting = False
+        try:
+            study.optimize(objective, n_trials=None, callbacks=[after], gc_after_trial=False)
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            # Another worker saw no heartbeat of this one for the grace period (a stalled machine or network),
+            # failed its trial and queued it again: the result of this run of it is dropped.
+            if say is not None:
+                say(f"a trial of this worker was declared dead by another one and is run again ({exc})")
+            continue
+        if not full[0]:
+            break  # the sampler stopped the study: a finished grid
     return len(ran)
+
+
+def _room(study, trials):
+    """Whether a trial should start: one is queued to run again, or counted + running (not stale) < ``trials``."""
+    states = optuna.trial.TrialState
+    every = study.get_trials(deepcopy=False)
+    if any(t.state == states.WAITING for t in every):
+        return True
+    running = sum(t.state == states.RUNNING for t in every) - len(stale_trials(study))
+    return sum(map(_counts, every)) + running < trials
 
 
 def describe(trial):
