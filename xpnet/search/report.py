@@ -23,7 +23,9 @@ def _states(study):
     """How many trials are in each state, and of the failed ones how many diverged and how many were rerun.
 
     complete, pruned, failed (diverged: an outcome that counts; rerun: its
-    worker died and a new trial reruns its values), running (on a live
+    worker died and a new trial reruns its values; surplus: started by a
+    worker at the same instant as the study's last one, and stopped before
+    training: it does not count), running (on a live
     worker), stale (running, but without a heartbeat for the grace period:
     the next worker to start a trial fails it), waiting (queued to rerun).
     """
@@ -36,14 +38,16 @@ def _states(study):
     return {"complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
             "diverged": sum(t.state.name == "FAIL" and "diverged" in t.user_attrs for t in trials),
             "rerun": sum(t.state.name == "FAIL" and t.number in reruns for t in trials),
+            "surplus": sum(t.state.name == "FAIL" and "surplus" in t.user_attrs for t in trials),
             "running": states.count("RUNNING") - stale, "stale": stale, "waiting": states.count("WAITING")}
 
 
 def describe_states(counts):
     """The counts of :func:`_states` as one phrase."""
     failed = counts["failed"]
-    others = failed - counts["diverged"] - counts["rerun"]
+    others = failed - counts["diverged"] - counts["rerun"] - counts["surplus"]
     why = [f"{n} {what}" for n, what in ((counts["diverged"], "diverged"), (counts["rerun"], "rerun: worker lost"),
+                                         (counts["surplus"], "surplus: started as the study filled"),
                                          (others, "interrupted or in error")) if n]
     text = (f"{counts['complete']} complete, {counts['pruned']} pruned, {failed} failed"
             + (f" ({', '.join(why)})" if why else "") + f", {counts['running']} running, {counts['stale']} stale")

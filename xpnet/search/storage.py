@@ -38,11 +38,11 @@ from pathlib import Path
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's own storages implement
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 __all__ = ["StorageError", "open_storage", "storage_file", "shown", "explain", "is_storage_error", "adopt_running",
-           "fail_stale", "stale_trials", "HeartbeatJournalStorage", "SafeJournalFileBackend", "RERUN_OF"]
+           "fail_stale", "stale_trials", "HeartbeatJournalStorage", "QuietRDBStorage", "SafeJournalFileBackend", "RERUN_OF"]
 
 RERUN_OF = "rerun_of"  # the user attribute of a rerun trial: the number of the trial whose worker died
 MAX_RERUNS = 3  # a trial whose workers die more often than this (it kills them?) is not run again
@@ -111,7 +111,10 @@ def _open(url, heartbeat, grace):
             if not path.parent.is_dir():
                 raise StorageError(f"--storage {url}: the folder {path.parent} does not exist: create it, "
                                    f"or give another PATH")
-            return HeartbeatJournalStorage(SafeJournalFileBackend(str(path)), heartbeat, grace, _retry_callback())
+            # A worker that holds the file's lock for the grace period is dead, as one without a heartbeat is.
+            lock = JournalFileSymlinkLock(str(path), grace_period=grace)
+            return HeartbeatJournalStorage(SafeJournalFileBackend(str(path), lock), heartbeat, grace,
+                                           _retry_callback())
         if url.startswith(("redis://", "rediss://", "unix://")):
             from optuna.storages.journal import JournalRedisBackend
 
@@ -135,14 +138,38 @@ def _open_database(url, heartbeat, grace):
                          else "failed_trial_callback")
     for attempt in range(10):
         try:
-            return RDBStorage(url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat,
-                              grace_period=grace, **{callback_argument: _retry_callback()})
+            storage = QuietRDBStorage(url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat,
+                                      grace_period=grace, **{callback_argument: _retry_callback()})
+            if url.startswith("sqlite:"):
+                _serialize(storage.engine)
+            return storage
         except Exception as exc:
             racing = any(words in str(exc) for words in ("already exists", "UNIQUE constraint", "duplicate key",
                                                          "database is locked"))
             if not racing or attempt == 9:
                 raise
             time.sleep(0.1 * (attempt + 1))
+
+
+def _serialize(engine):
+    """Make every SQLite transaction take the write lock when it begins (SQLAlchemy's recipe for SQLite).
+
+    Python's sqlite3 starts a transaction only at the first write, so two
+    workers could both read that a trial is WAITING (or RUNNING but stale)
+    and both take it (or both queue its rerun): SQLite ignores SELECT ... FOR
+    UPDATE, which guards the same step on PostgreSQL and MySQL.
+    """
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def no_implicit_transactions(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections made so far lack the first hook
 
 
 def _causes(exc):
@@ -157,7 +184,10 @@ def _causes(exc):
 def _first_line(exc):
     text = str(exc).strip()
     text = re.sub(r"^\(\S+\)\s*", "", text)  # SQLAlchemy's "(sqlite3.OperationalError) ..." prefix
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    # psycopg's 'connection failed: connection to server at "H", port P failed: FATAL:  CAUSE' -> 'CAUSE (at H:P)'
+    found = re.match(r'connection failed: connection to server at "([^"]*)", port (\d+) failed: (?:FATAL:\s*)?(.*)', line)
+    return f"{found[3]}, at {found[1]}:{found[2]}" if found else " ".join(line.split())
 
 
 def explain(exc, url):
@@ -219,6 +249,21 @@ def is_storage_error(exc):
     return False
 
 
+class QuietRDBStorage(RDBStorage):
+    """Optuna's RDBStorage, whose heartbeat thread does not print a traceback when a heartbeat cannot be written.
+
+    A full disk or a lost server then fails the trial's own next write,
+    which says why in one line; a worker whose heartbeats stay lost has its
+    trial failed and rerun by another one.
+    """
+
+    def record_heartbeat(self, trial_id):
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception:
+            pass
+
+
 class SafeJournalFileBackend(JournalFileBackend):
     """Optuna's journal file, but a write that fails (a full disk) is undone, so the journal stays readable.
 
@@ -267,8 +312,10 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     def record_heartbeat(self, trial_id):
         try:
             self.set_trial_system_attr(trial_id, self.KEY, time.time())
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker found the trial stale and failed it; telling its result will say so
+        except Exception:
+            # Another worker found the trial stale and failed it, or the disk is full: the trial's own next
+            # write says so, in one line (a traceback from this thread would not).
+            pass
 
     def _get_stale_trial_ids(self, study_id):
         now = time.time()

@@ -19,7 +19,7 @@ from ..trainer import Trainer, TrainingDivergedError
 from .storage import RERUN_OF, adopt_running, fail_stale, stale_trials
 
 __all__ = ["split_train_validation", "trial_seed", "make_objective", "make_sampler", "make_pruner",
-           "TrialSeededSampler", "open_study", "counted", "run"]
+           "TrialSeededSampler", "open_study", "counted", "run", "SurplusTrial", "SURPLUS"]
 
 _TRAINING, _SAMPLING = 0, 1  # the two uses of a trial's seed
 
@@ -220,37 +220,49 @@ def run(study, objective, trials, say=None, poll=1.0):
     again fall short of ``trials``; otherwise it waits (checking every
     ``poll`` seconds) until they finish, or until one is found stale (its
     worker died: no heartbeat for the grace period), failed and queued
-    again, which this worker then runs. So the study ends with ``trials``
-    counted trials and none left running; two workers that start the last
-    trial at the same instant can make one more. A rerun after Ctrl-C runs
-    only the missing trials.
+    again, which this worker then runs. Two workers that start the last
+    trial at the same instant both get a trial number; the higher one is
+    ended at once as a FAIL marked ``surplus`` and not counted. So the study
+    ends with ``trials`` counted trials and none left running. A rerun after
+    Ctrl-C runs only the missing trials.
     """
-    ran, full = [], [False]
+    ran, full, last = [], [False], [None]
     adopt_running(study)
 
+    def guarded(trial):
+        # Only near the end can workers starting together overfill the study: check the trials ahead of this one.
+        seen = last[0]
+        if seen is None or seen.left <= 2 * (seen.running + 1):
+            if _Tally(study, below=trial.number).may_count >= trials:
+                trial.set_user_attr(SURPLUS, True)
+                raise SurplusTrial(f"trial {trial.number} was not needed: the study had its {trials} trials")
+        return objective(trial)
+
     def after(study, trial):
-        ran.append(trial.number)
-        if say is not None:
-            say(describe(trial))
-        if not _room(study, trials):
+        if SURPLUS not in trial.user_attrs:
+            ran.append(trial.number)
+            if say is not None:
+                say(describe(trial))
+        last[0] = tally = _Tally(study, trials=trials)
+        if not tally.room:
             full[0] = True
             study.stop()
 
     waiting = False
     while True:
         fail_stale(study)
-        if counted(study) >= trials:
+        last[0] = tally = _Tally(study, trials=trials)
+        if tally.counted >= trials:
             break
-        if not _room(study, trials):
+        if not tally.room:
             if say is not None and not waiting:
-                running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-                say(f"waiting for the {running} trials running on other workers")
+                say(f"waiting for the {tally.running} trials running on other workers")
             waiting = True
             time.sleep(poll)
             continue
         full[0] = waiting = False
         try:
-            study.optimize(objective, n_trials=None, callbacks=[after], gc_after_trial=False)
+            study.optimize(guarded, n_trials=None, callbacks=[after], gc_after_trial=False, catch=(SurplusTrial,))
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # Another worker saw no heartbeat of this one for the grace period (a stalled machine or network),
             # failed its trial and queued it again: the result of this run of it is dropped.
@@ -262,14 +274,34 @@ def run(study, objective, trials, say=None, poll=1.0):
     return len(ran)
 
 
-def _room(study, trials):
-    """Whether a trial should start: one is queued to run again, or counted + running (not stale) < ``trials``."""
-    states = optuna.trial.TrialState
-    every = study.get_trials(deepcopy=False)
-    if any(t.state == states.WAITING for t in every):
-        return True
-    running = sum(t.state == states.RUNNING for t in every) - len(stale_trials(study))
-    return sum(map(_counts, every)) + running < trials
+class SurplusTrial(Exception):
+    """A trial started when the trials ahead of it already make the study's total."""
+
+
+SURPLUS = "surplus"  # the user attribute of such a trial
+
+
+class _Tally:
+    """The study's trials (those numbered below ``below``, if given) by what they mean for its total.
+
+    counted (see :func:`counted`), running (on a live worker: not stale),
+    waiting (queued to rerun); ``may_count`` is their sum. ``room``: whether
+    a trial should start: one is queued, or ``may_count < trials``; ``left``
+    is ``trials - may_count``.
+    """
+
+    def __init__(self, study, trials=None, below=None):
+        states = optuna.trial.TrialState
+        every = [t for t in study.get_trials(deepcopy=False) if below is None or t.number < below]
+        running = [t.number for t in every if t.state == states.RUNNING]
+        stale = set(stale_trials(study)) if running else set()  # a query, needed only beside running trials
+        self.counted = sum(map(_counts, every))
+        self.running = sum(number not in stale for number in running)
+        self.waiting = sum(t.state == states.WAITING for t in every)
+        self.may_count = self.counted + self.running + self.waiting
+        if trials is not None:
+            self.left = trials - self.may_count
+            self.room = self.waiting > 0 or self.left > 0
 
 
 def describe(trial):
