@@ -147,11 +147,11 @@ def finish(workers, timeout=120):
     assert codes == [0] * len(workers), "\n".join(w.log.read_text() for w in workers)
 
 
-def load(storage):
+def load(storage, name="s"):
     from xpnet.search.storage import open_storage
     import optuna
 
-    return optuna.load_study(study_name="s", storage=open_storage(storage, HEARTBEAT, GRACE))
+    return optuna.load_study(study_name=name, storage=open_storage(storage, HEARTBEAT, GRACE))
 
 
 def counted(trials):
@@ -164,21 +164,21 @@ def counted(trials):
 @pytest.mark.parametrize("kind", ["postgresql", "journal"])
 def test_three_workers_share_one_study_with_no_trial_lost_or_counted_twice(kind, request, tmp_path):
     shared_storage = new_storage(kind, request, tmp_path)
-    workers = [worker(shared_storage, tmp_path, "--quick", "--trials", 15, "--epochs", 5) for _ in range(3)]
+    workers = [worker(shared_storage, tmp_path, "--quick", "--trials", 12, "--epochs", 5) for _ in range(3)]
     finish(workers)
     trials = load(shared_storage).trials
     done = counted(trials)
     # The total is respected: workers wait for the others' running trials instead of starting more. A trial
     # started by two workers at the same instant as the last one is stopped before training, and not counted.
-    assert len(done) == 15
+    assert len(done) == 12
     surplus = [t for t in trials if t.user_attrs.get("surplus")]
     assert sorted(done + surplus, key=lambda t: t.number) == trials  # none failed otherwise, running or waiting
     assert all(t.state.name == "FAIL" and not t.params for t in surplus)
-    assert len({tuple(sorted(t.params.items())) for t in done}) == 15  # each trial's values drawn once
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 12  # each trial's values drawn once
     workers_used = {t.user_attrs["worker"] for t in done}
     assert len(workers_used) >= 2, "one worker ran every trial: nothing was shared"
     for w in workers:  # each worker reports the whole study
-        assert "15 complete, 0 pruned" in w.log.read_text()
+        assert "12 complete, 0 pruned" in w.log.read_text()
 
 
 @pytest.mark.slow  # about 10 s each: two worker starts and the grace period
@@ -229,3 +229,163 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_within_the_grace_period_
     assert {t.state.name for t in trials} == {"COMPLETE", "FAIL"}
     report = survivors[0].log.read_text()
     assert "5 complete, 0 pruned, 1 failed (1 rerun: worker lost), 0 running, 0 stale" in report
+
+
+# --- SQLite stays the default and needs no network ----------------------------------------
+
+
+def test_sqlite_is_the_default_and_a_search_runs_without_any_network(tmp_path):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to run the search in a network namespace of its own")
+    command = ["unshare", "--net", sys.executable, "-m", "xpnet", "search", "--quick", "--quiet", "--out", tmp_path]
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"in sqlite:///{tmp_path / 'xpnet-search.db'}:" in result.stdout
+    assert "4 complete" in result.stdout
+
+
+# --- errors: one line naming the cause and the fix ----------------------------------------------
+
+
+@pytest.fixture
+def search(capsys, monkeypatch):
+    """``search(*ARGS, block=MODULES)``: ``xpnet search --quick --quiet ARGS`` with MODULES unimportable.
+
+    Returns ``(exit status, standard error)``.
+    """
+    from xpnet.cli import main
+
+    def run(*args, block=()):
+        for module in block:
+            monkeypatch.setitem(sys.modules, module, None)
+        capsys.readouterr()
+        code = main(["search", "--quick", "--quiet", *map(str, args)])
+        for module in block:
+            monkeypatch.delitem(sys.modules, module)
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def one_line(result):
+    code, error = result
+    assert code == 1, error
+    lines = error.strip().splitlines()
+    assert len(lines) == 1, error
+    return lines[0]
+
+
+@pytest.mark.parametrize("url, block, message", [
+    ("postgresql://me@127.0.0.1/db", ["psycopg"], "no module 'psycopg'): pip install 'xpnet[postgres]'"),
+    ("postgresql+psycopg2://me@127.0.0.1/db", ["psycopg2"], "pip install psycopg2-binary, or write postgresql+psycopg://"),
+    ("mysql+pymysql://me@127.0.0.1/db", ["pymysql"], "no module 'pymysql'): pip install 'xpnet[mysql]'"),
+    ("redis://127.0.0.1:6379", ["redis"], "no module 'redis'): pip install 'xpnet[redis]'"),
+    ("nosuchdb://x", [], "not a storage URL"),
+])
+def test_a_missing_driver_names_the_extra_that_brings_it(search, tmp_path, url, block, message):
+    line = one_line(search("--out", tmp_path, "--storage", url, block=block))
+    assert line.startswith(f"xpnet search: error: --storage {url}: ") and message in line
+
+
+def test_a_server_that_does_not_answer_says_so(search, tmp_path):
+    if find_spec("psycopg") is None:
+        pytest.skip("PostgreSQL storages need psycopg 3: pip install 'xpnet[postgres]'")
+    line = one_line(search("--out", tmp_path, "--storage", f"postgresql://me@127.0.0.1:{_free_port()}/db"))
+    assert "cannot reach the database server (Connection refused, at 127.0.0.1:" in line
+    assert "start it, or check the host and port" in line
+
+
+def test_a_refused_login_hides_the_password_and_a_missing_database_says_how_to_create_it(search, postgres, tmp_path):
+    url = postgres.url()
+    refused = url.replace("postgres@", "nobody:s3cret@")
+    line = one_line(search("--out", tmp_path, "--storage", refused))
+    assert "the server refused the login (role \"nobody\" does not exist" in line
+    assert "s3cret" not in line and "nobody:***@" in line
+    line = one_line(search("--out", tmp_path, "--storage", url.rsplit("/", 1)[0] + "/nosuchdb"))
+    assert 'database "nosuchdb" does not exist' in line and "createdb NAME" in line
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+def test_a_study_refuses_a_worker_with_other_settings(search, kind, request, tmp_path):
+    storage = new_storage(kind, request, tmp_path)
+    assert search("--out", tmp_path, "--storage", storage, "--trials", 1)[0] == 0
+    line = one_line(search("--out", tmp_path, "--storage", storage, "--epochs", 3))
+    assert "study 'xpnet-search' in" in line and "was made with epochs 2 (now 3)" in line
+    assert "use the same options, or another --study-name" in line
+
+
+def test_a_search_that_fails_before_its_first_trial_leaves_no_empty_database(search, tmp_path):
+    # mnist-t10k reads its files from --data-dir: an empty folder fails as an offline download would.
+    out = tmp_path / "out"
+    assert "mnist" in one_line(search("--out", out, "--dataset", "mnist-t10k", "--data-dir", tmp_path))
+    assert not (out / "xpnet-search.db").exists()
+    line = one_line(search("--out", out, "--storage", f"journal:{tmp_path / 'missing' / 'j.log'}"))
+    assert "the folder" in line and "does not exist" in line
+
+
+# --- a full disk ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a tmpfs of 1 MiB, mounted for the test (needs root) and unmounted after it."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk is made with a small tmpfs, which needs root")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill(folder):
+    """Write zeros into ``folder`` until its disk is full."""
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(64 * 1024))
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_disk_full_from_the_start_gives_one_line_and_leaves_nothing_behind(search, kind, small_disk):
+    fill(small_disk)
+    out = small_disk / "out"
+    storage = [] if kind == "sqlite" else ["--storage", f"journal:{small_disk / 'j.log'}"]
+    line = one_line(search("--out", out, *storage))
+    assert "the disk is full" in line and "free space on it" in line
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "out"] and not list(out.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_disk_filling_up_mid_search_gives_one_line_and_the_same_command_continues_once_space_is_freed(
+        search, kind, small_disk, tmp_path):
+    out = small_disk / "out"
+    storage = f"sqlite:///{out / 'xpnet-search.db'}" if kind == "sqlite" else f"journal:{small_disk / 'j.log'}"
+    args = ["--storage", storage, "--out", out, "--epochs", 1, "--heartbeat", HEARTBEAT, "--grace", GRACE]
+    command = [sys.executable, "-m", "xpnet", "search", "--quick", "--trials", "500", *map(str, args)]
+    with open(tmp_path / "worker.log", "w+") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, env=ENV)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and log.seek(0) == 0 and log.read().count("val acc") < 3:
+            time.sleep(0.05)
+        fill(small_disk)
+        assert process.wait(timeout=60) == 1
+        error = process.stderr.read()
+        process.stderr.close()
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1, error
+    assert f"--storage {storage}: the disk is full" in error
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    (small_disk / "filler").unlink()
+    done = len(counted(load(storage, "xpnet-search").trials))
+    assert done >= 3  # the finished trials are kept
+    more = search(*args, "--trials", done + 2)
+    assert more[0] == 0, more[1]
+    assert len(counted(load(storage, "xpnet-search").trials)) == done + 2

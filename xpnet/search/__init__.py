@@ -271,8 +271,8 @@ def main(argv=None):
         try:
             report.report(seen, space, out / args.study_name, top=args.top, dataset=args.dataset)
         except OSError as exc:
-            raise OSError(exc.errno, f"{exc.strerror or exc}; the trials are kept in {storages.shown(url)}: "
-                                     f"the same command writes the report") from None
+            raise OSError(f"cannot write the report {exc.filename or out}: {exc.strerror or exc}; the trials are "
+                          f"kept in {storages.shown(url)}: the same command writes it once it can") from None
     if interrupted:
         print(f"xpnet search: interrupted; the finished trials are kept in {storages.shown(url)}: "
               f"the same command continues", file=sys.stderr)

@@ -187,7 +187,7 @@ def _replace(path, write, mode="wb"):
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 def report(entries, space, stem, top=5, dataset=""):

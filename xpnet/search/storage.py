@@ -277,15 +277,19 @@ class SafeJournalFileBackend(JournalFileBackend):
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
         self._lock.acquire()
         try:
-            with open(self._file_path, "ab") as f:
-                size = f.tell()
+            fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
                 try:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    written = 0
+                    while written < len(text):  # a write can stop short of a full disk, the next one fails
+                        written += os.write(fd, text[written:])
+                    os.fsync(fd)
                 except OSError:
-                    f.truncate(size)
+                    os.ftruncate(fd, size)
                     raise
+            finally:
+                os.close(fd)
         finally:
             self._lock.release()
 
