@@ -91,21 +91,26 @@ class PostgresServer:
         self._run("pg_ctl", "-D", self.folder / "data", "-m", "immediate", "stop")
 
 
+def _missing(reason):
+    """Skip, or fail where XPNET_REQUIRE_POSTGRES is set (CI, which installs the server)."""
+    (pytest.fail if os.environ.get("XPNET_REQUIRE_POSTGRES") else pytest.skip)(reason)
+
+
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server on 127.0.0.1 for this module, run as the postgres user where the tests run as root."""
     if find_spec("psycopg") is None:
-        pytest.skip("PostgreSQL storages need psycopg 3: pip install 'xpnet[postgres]'")
+        _missing("PostgreSQL storages need psycopg 3: pip install 'xpnet[postgres]'")
     programs = _postgres_programs()
     if programs is None:
-        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on the "
-                    "PATH: apt-get install postgresql")
+        _missing("no PostgreSQL server programs (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on the PATH: "
+                 "apt-get install postgresql")
     user = None
     if os.geteuid() == 0:  # the server refuses to run as root
         try:
             user = pwd.getpwnam("postgres").pw_name
         except KeyError:
-            pytest.skip("running as root, and there is no postgres user to run the server as")
+            _missing("running as root, and there is no postgres user to run the server as")
     folder = tempfile.mkdtemp(prefix="xpnet-postgres-")
     if user is not None:
         shutil.chown(folder, user)
@@ -289,7 +294,7 @@ def test_a_missing_driver_names_the_extra_that_brings_it(search, tmp_path, url, 
 
 def test_a_server_that_does_not_answer_says_so(search, tmp_path):
     if find_spec("psycopg") is None:
-        pytest.skip("PostgreSQL storages need psycopg 3: pip install 'xpnet[postgres]'")
+        _missing("PostgreSQL storages need psycopg 3: pip install 'xpnet[postgres]'")
     line = one_line(search("--out", tmp_path, "--storage", f"postgresql://me@127.0.0.1:{_free_port()}/db"))
     assert "cannot reach the database server (Connection refused, at 127.0.0.1:" in line
     assert "start it, or check the host and port" in line

@@ -271,6 +271,8 @@ def main(argv=None):
         try:
             report.report(seen, space, out / args.study_name, top=args.top, dataset=args.dataset)
         except OSError as exc:
+            if exc.filename is None:
+                raise
             raise OSError(f"cannot write the report {exc.filename or out}: {exc.strerror or exc}; the trials are "
                           f"kept in {storages.shown(url)}: the same command writes it once it can") from None
     if interrupted:
