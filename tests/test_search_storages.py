@@ -123,10 +123,46 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def redis_server():
+    """A Redis server on 127.0.0.1 for this module, keeping nothing on disk: its URL. Skips where it is missing."""
+    if find_spec("redis") is None:
+        pytest.skip("the Redis journal needs the redis package: pip install 'xpnet[redis]'")
+    program = shutil.which("redis-server")
+    if program is None:
+        pytest.skip("no redis-server program (Debian: apt-get install redis-server)")
+    port = _free_port()
+    server = subprocess.Popen([program, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def new_storage(kind, request, tmp_path):
-    """A new, empty storage: a PostgreSQL database, a journal file or an SQLite file."""
+    """A new, empty storage: a PostgreSQL database, a journal file or Redis journal, or an SQLite file."""
     if kind == "postgresql":
         return request.getfixturevalue("postgres").url()
+    if kind == "redis":
+        url = request.getfixturevalue("redis_server")
+        databases = getattr(new_storage, "redis_databases", 0) + 1  # Redis has 16 numbered databases
+        new_storage.redis_databases = databases
+        return f"{url}/{databases % 16}"
     if kind == "journal":
         return f"journal:{tmp_path / 'xpnet-search.log'}"
     return f"sqlite:///{tmp_path / 'xpnet-search.db'}"
@@ -166,7 +202,7 @@ def counted(trials):
 # --- many workers, one study -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+@pytest.mark.parametrize("kind", ["postgresql", "journal", "redis"])
 def test_three_workers_share_one_study_with_no_trial_lost_or_counted_twice(kind, request, tmp_path):
     shared_storage = new_storage(kind, request, tmp_path)
     workers = [worker(shared_storage, tmp_path, "--quick", "--trials", 12, "--epochs", 5) for _ in range(3)]
@@ -187,7 +223,7 @@ def test_three_workers_share_one_study_with_no_trial_lost_or_counted_twice(kind,
 
 
 @pytest.mark.slow  # about 10 s each: two worker starts and the grace period
-@pytest.mark.parametrize("kind", ["postgresql", "journal", "sqlite"])
+@pytest.mark.parametrize("kind", ["postgresql", "journal", "redis", "sqlite"])
 def test_a_worker_killed_mid_trial_has_its_trial_failed_within_the_grace_period_and_run_again(
         kind, request, tmp_path):
     storage = new_storage(kind, request, tmp_path)
@@ -201,8 +237,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_within_the_grace_period_
         except Exception:  # the victim has not made the study yet
             time.sleep(0.1)
             continue
-        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"
-                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"  # and training
+                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and len(t.params) == 2]
         if running:
             break
         time.sleep(0.05)
@@ -253,23 +289,26 @@ def test_sqlite_is_the_default_and_a_search_runs_without_any_network(tmp_path):
 
 
 @pytest.fixture
-def search(capsys, monkeypatch):
-    """``search(*ARGS, block=MODULES)``: ``xpnet search --quick --quiet ARGS`` with MODULES unimportable.
-
-    Returns ``(exit status, standard error)``.
-    """
+def search(capsys):
+    """``search(*ARGS)``: ``xpnet search --quick --quiet ARGS`` in this process: (exit status, standard error)."""
     from xpnet.cli import main
 
-    def run(*args, block=()):
-        for module in block:
-            monkeypatch.setitem(sys.modules, module, None)
+    def run(*args):
         capsys.readouterr()
         code = main(["search", "--quick", "--quiet", *map(str, args)])
-        for module in block:
-            monkeypatch.delitem(sys.modules, module)
         return code, capsys.readouterr().err
 
     return run
+
+
+def search_process(*args, block=()):
+    """``xpnet search --quick --quiet ARGS`` in a new process where MODULES cannot be imported."""
+    code = (f"import sys; sys.modules.update(dict.fromkeys({list(block)!r})); from xpnet.cli import main; "
+            f"sys.exit(main(['search', '--quick', '--quiet', *sys.argv[1:]]))")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=ENV,
+                            timeout=120)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stderr
 
 
 def one_line(result):
@@ -287,8 +326,8 @@ def one_line(result):
     ("redis://127.0.0.1:6379", ["redis"], "no module 'redis'): pip install 'xpnet[redis]'"),
     ("nosuchdb://x", [], "not a storage URL"),
 ])
-def test_a_missing_driver_names_the_extra_that_brings_it(search, tmp_path, url, block, message):
-    line = one_line(search("--out", tmp_path, "--storage", url, block=block))
+def test_a_missing_driver_names_the_extra_that_brings_it(tmp_path, url, block, message):
+    line = one_line(search_process("--out", tmp_path, "--storage", url, block=block))
     assert line.startswith(f"xpnet search: error: --storage {url}: ") and message in line
 
 
