@@ -202,6 +202,7 @@ def counted(trials):
 # --- many workers, one study -------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5 to 25 s each, with the machine's load: three worker processes start
 @pytest.mark.parametrize("kind", ["postgresql", "journal", "redis"])
 def test_three_workers_share_one_study_with_no_trial_lost_or_counted_twice(kind, request, tmp_path):
     shared_storage = new_storage(kind, request, tmp_path)
