@@ -434,3 +434,32 @@ def test_a_disk_filling_up_mid_search_gives_one_line_and_the_same_command_contin
     more = search(*args, "--trials", done + 2)
     assert more[0] == 0, more[1]
     assert len(counted(load(storage, "xpnet-search").trials)) == done + 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_worker_stalled_past_the_grace_period_drops_its_result_and_runs_the_rerun(kind, tmp_path, monkeypatch):
+    import optuna
+    from xpnet.search import storage as storages, study as studies
+
+    for storage_class in (storages.QuietRDBStorage, storages.HeartbeatJournalStorage):  # one heartbeat, then none
+        def first_only(self, trial_id, record=storage_class.record_heartbeat, recorded=set()):
+            if trial_id not in recorded:
+                recorded.add(trial_id)
+                record(self, trial_id)
+        monkeypatch.setattr(storage_class, "record_heartbeat", first_only)
+    url = new_storage(kind, None, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storages.open_storage(url, HEARTBEAT, GRACE))
+    other_worker = optuna.load_study(study_name="s", storage=storages.open_storage(url, HEARTBEAT, GRACE))
+
+    def objective(trial):
+        if storages.RERUN_OF in trial.user_attrs:
+            return 0.7
+        time.sleep(GRACE + 1)  # a stalled machine: no heartbeat for longer than the grace period
+        storages.fail_stale(other_worker)  # what another worker does before its next trial
+        return 0.5
+
+    said = []
+    assert studies.run(study, objective, 1, say=said.append) == 1
+    assert [(t.state.name, t.value, t.user_attrs.get(storages.RERUN_OF)) for t in study.trials] == [
+        ("FAIL", None, None), ("COMPLETE", 0.7, 0)]
+    assert "declared dead by another one and is run again" in said[0]

@@ -263,15 +263,33 @@ def run(study, objective, trials, say=None, poll=1.0):
         full[0] = waiting = False
         try:
             study.optimize(guarded, n_trials=None, callbacks=[after], gc_after_trial=False, catch=(SurplusTrial,))
-        except optuna.exceptions.UpdateFinishedTrialError as exc:
+        except Exception as exc:
             # Another worker saw no heartbeat of this one for the grace period (a stalled machine or network),
             # failed its trial and queued it again: the result of this run of it is dropped.
+            taken = _taken_over(exc)
+            if taken is None:
+                raise
             if say is not None:
-                say(f"a trial of this worker was declared dead by another one and is run again ({exc})")
+                say(f"a trial of this worker was declared dead by another one and is run again ({taken})")
             continue
         if not full[0]:
             break  # the sampler stopped the study: a finished grid
     return len(ran)
+
+
+def _taken_over(exc):
+    """The error saying that a trial of this worker was finished by another one, or None.
+
+    Optuna says "Cannot tell a FAIL trial" (UpdateFinishedTrialError where
+    the two writes cross), and in Optuna 5 then replaces that error with an
+    AssertionError of its own while logging it.
+    """
+    while exc is not None:
+        if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or (
+                isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a")):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class SurplusTrial(Exception):
