@@ -262,6 +262,19 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one_rank_and_on_four_like_an_unint
     assert four["saves"] == [0, 0, 0, 0]
 
 
+def test_a_trainer_without_a_communicator_and_xpnet_train_in_one_process_do_not_import_mpi4py(tmp_path):
+    code = ("import sys; from xpnet.tools.cli import main; "
+            "status = main(['train', '--quiet', '--model', 'mlp', '--epochs', '1']); "
+            "sys.exit(status or ('mpi4py' in sys.modules) * 7)")
+    env = {**os.environ, **ONE_THREAD, "XPNET_DEVICE": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK"):
+        env.pop(name, None)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr  # 7: mpi4py was imported
+
+
 def xpnet_train(ranks, *args, cwd, timeout=120):
     """``xpnet train ARGS`` on ``ranks`` ranks under mpiexec (None: one plain process); (CompletedProcess, seconds)."""
     command = ["-m", "xpnet", "train", "--quiet", *args] if "--progress" not in args else ["-m", "xpnet", "train", *args]
