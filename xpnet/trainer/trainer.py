@@ -37,7 +37,8 @@ class Trainer:
     x_train, t_train, x_test, t_test : arrays; kept where they are (the host,
         normally), each mini-batch is moved to the network's device once
     epochs : full passes over the training set
-    mini_batch_size : examples per step; the last batch of an epoch may be smaller
+    mini_batch_size : examples per step (per rank with ``comm``: a step then takes N x
+        mini_batch_size); the last batch of an epoch may be smaller
     optimizer : a name ('SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop',
         'Adam', 'AdamW') or an optimizer object
     optimizer_param : keyword arguments for a named optimizer, e.g. {'lr': 0.01}
