@@ -193,6 +193,129 @@ def test_one_rank_per_gpu_goes_through_nccl_and_trains_like_one_process(tmp_path
 # --- failures end the job ------------------------------------------------------------------------------
 
 
+# --- the Trainer and `xpnet train` on N ranks --------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[pytest.param(2, id="2 ranks"), pytest.param(4, id="4 ranks")])
+def trainer_runs(request, tmp_path_factory):
+    """What tests/mpi/trainer.py wrote for ``equal`` on N ranks: (ranks, arrays, report)."""
+    if not (HAVE_MPI4PY and MPIEXEC):
+        pytest.skip("needs mpi4py and mpiexec (pip install 'xpnet[mpi]')")
+    ranks, out = request.param, tmp_path_factory.mktemp(f"trainer-{request.param}")
+    result, _ = mpiexec(ranks, str(SCRIPTS / "trainer.py"), "equal", str(out), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ranks, dict(np.load(out / f"equal-{ranks}.npz")), json.loads((out / f"equal-{ranks}.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_trainer_on_n_ranks_trains_like_one_process_with_n_times_the_batch(trainer_runs, name):
+    ranks, arrays, report = trainer_runs
+    expected, expected_losses = single_process(name, ranks)  # the explicit loop of scenarios.py, one process
+    for key, value in expected.items():
+        np.testing.assert_allclose(arrays[f"{name}/{key}"], value, rtol=1e-4, atol=1e-6, err_msg=f"{name}: {key}")
+    np.testing.assert_allclose(report[name]["losses"], expected_losses, rtol=1e-4)
+    assert report[name]["seed"] == [scenarios.SHUFFLE_SEED] * ranks
+
+
+def trainer_module():
+    spec = importlib.util.spec_from_file_location("mpi_trainer", SCRIPTS / "trainer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_process_trainer(per_rank, epochs, **options):
+    """The resume problem of tests/mpi/trainer.py in this process: global batches of 16."""
+    from xpnet.trainer import Trainer
+
+    name = trainer_module().RESUME_SCENARIO
+    x, t = scenarios.data(name, 2)
+    xpnet.seed(scenarios.INIT_SEED)
+    return Trainer(scenarios.network(name), x, t, x, t, epochs=epochs, mini_batch_size=per_rank,
+                   optimizer=scenarios.optimizer(name), verbose=False, seed=scenarios.SHUFFLE_SEED, **options)
+
+
+@needs_mpi
+def test_a_checkpoint_of_two_ranks_resumes_on_one_rank_and_on_four_like_an_uninterrupted_run(tmp_path):
+    straight = one_process_trainer(16, 3).train()
+    result, _ = mpiexec(2, str(SCRIPTS / "trainer.py"), "interrupt", str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stopped = json.loads((tmp_path / "interrupt-2.json").read_text())
+    # Ctrl-C reached rank 1 alone during step 6; both ranks stopped after it: epoch 2, 2 steps, 32 examples
+    assert stopped["stopped"] == [True, True] and stopped["steps"] == [6, 6]
+    assert (stopped["epoch"], stopped["step"], stopped["examples"]) == (1, 2, 32)
+    assert stopped["saves"] == [2, 0]  # rank 0 alone wrote: after epoch 1 and on the Ctrl-C
+
+    result, _ = mpiexec(4, str(SCRIPTS / "trainer.py"), "resume", str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    four = json.loads((tmp_path / "resume-4.json").read_text())
+    on_four = dict(np.load(tmp_path / "resume-4.npz"))
+    one = one_process_trainer(16, 3, resume=tmp_path / "run.npz").train()
+    expected = {key: backend.to_numpy(value) for key, value in straight.network.state().items()}
+    for key, value in expected.items():
+        np.testing.assert_allclose(on_four[key], value, rtol=1e-4, atol=1e-6, err_msg=f"4 ranks: {key}")
+        np.testing.assert_allclose(backend.to_numpy(one.network.state()[key]), value, rtol=1e-4, atol=1e-6,
+                                   err_msg=f"1 rank: {key}")
+    np.testing.assert_allclose(four["losses"], straight.train_loss_list, rtol=1e-4)
+    np.testing.assert_allclose(one.train_loss_list, straight.train_loss_list, rtol=1e-4)
+    assert four["test_acc"] == one.test_acc_list == straight.test_acc_list
+    assert four["saves"] == [0, 0, 0, 0]
+
+
+def test_a_trainer_without_a_communicator_and_xpnet_train_in_one_process_do_not_import_mpi4py(tmp_path):
+    code = ("import sys; from xpnet.tools.cli import main; "
+            "status = main(['train', '--quiet', '--model', 'mlp', '--epochs', '1']); "
+            "sys.exit(status or ('mpi4py' in sys.modules) * 7)")
+    env = {**os.environ, **ONE_THREAD, "XPNET_DEVICE": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK"):
+        env.pop(name, None)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr  # 7: mpi4py was imported
+
+
+def xpnet_train(ranks, *args, cwd, timeout=120):
+    """``xpnet train ARGS`` on ``ranks`` ranks under mpiexec (None: one plain process); (CompletedProcess, seconds)."""
+    command = ["-m", "xpnet", "train", "--quiet", *args] if "--progress" not in args else ["-m", "xpnet", "train", *args]
+    env = {**os.environ, **ONE_THREAD, "XPNET_DEVICE": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    full = [sys.executable, *command] if ranks is None else [MPIEXEC, "-n", str(ranks), sys.executable, *command]
+    start = time.perf_counter()
+    result = subprocess.run(full, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return result, time.perf_counter() - start
+
+
+@needs_mpi
+def test_xpnet_train_on_two_ranks_reaches_one_process_accuracy_and_rank_0_alone_speaks(tmp_path):
+    args = ["--dataset", "digits", "--model", "mlp", "--epochs", "3"]
+    one, _ = xpnet_train(None, *args, "--batch-size", "100", cwd=tmp_path)
+    two, _ = xpnet_train(2, *args, "--batch-size", "50", "--save", "ck.npz", cwd=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    result_line = [line for line in two.stdout.splitlines() if line.startswith("test accuracy")]
+    assert len(result_line) == 1 and two.stdout.count("checkpoint: ck.npz") == 1  # rank 0 alone prints
+    accuracy = result_line[0].split()[2]
+    assert accuracy == one.stdout.split("test accuracy ")[1].split()[0]  # the same model, exactly
+    assert (tmp_path / "ck.npz").exists()
+
+
+@needs_mpi
+def test_an_error_on_one_rank_of_xpnet_train_aborts_the_job_within_seconds(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
+    first, _ = xpnet_train(None, "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--save", "ck.npz",
+                           cwd=good)
+    assert first.returncode == 0, first.stderr
+    (bad / "ck.npz").write_text("not a checkpoint")  # rank 1 alone reads this one: it fails, rank 0 goes on
+    common = [sys.executable, "-m", "xpnet", "train", "--quiet", "--dataset", "digits", "--model", "mlp",
+              "--epochs", "3", "--resume", "ck.npz"]
+    result, seconds = mpiexec(None, "-n", "1", "-wdir", str(good), *common, ":", "-n", "1", "-wdir", str(bad),
+                              *common, timeout=60)
+    assert result.returncode != 0
+    assert seconds < ABORT_SECONDS
+    assert "xpnet train: error on rank 1 of 2" in result.stderr and "not an xpnet checkpoint" in result.stderr
+
+
 @needs_mpi
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_a_raising_rank_aborts_the_job_within_seconds_and_its_message_is_shown(ranks):

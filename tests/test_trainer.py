@@ -362,3 +362,48 @@ def test_the_training_example_runs_on_the_device_xpnet_device_names(device):
     lines = run.stdout.splitlines()
     assert lines[0] == f"device: {device}"
     assert float(lines[-1].split()[-1]) >= 0.95, lines[-1]
+
+
+def visited_rows(trainer):
+    """Record the rows of x_train that each training step receives (host copies, in order)."""
+    seen, real_step = [], trainer.train_step
+
+    def step(x, t):
+        seen.append(to_numpy(x))
+        return real_step(x, t)
+
+    trainer.train_step = step
+    return seen
+
+
+def test_a_resume_with_another_batch_size_goes_on_from_the_examples_seen(device, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "run.npz"
+    trainer = seeded_trainer(3, checkpoint_path=path)
+    interrupt_at(trainer, 6 + 2, "sigint")  # after 2 steps of 16 examples of epoch 2 (6 steps per epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    assert load_checkpoint(path).meta["examples"] == 2 * 16
+    x, t = blobs(np.random.default_rng(0))
+    resumed = Trainer(MultiLayerNet(6, [10], 3), x[:90], t[:90], x[90:], t[90:], epochs=3, mini_batch_size=10,
+                      optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False, resume=path)
+    rows = visited_rows(resumed)
+    resumed.train()
+    order = [np.random.default_rng([1, epoch]).permutation(90) for epoch in (2, 3)]
+    expected = np.concatenate([x[order[0][32:]], x[order[1]]])
+    np.testing.assert_array_equal(np.concatenate(rows), expected)  # no example skipped, none seen twice
+    assert [len(r) for r in rows] == [10] * 5 + [8] + [10] * 9  # the rest of epoch 2, then all of epoch 3
+    assert len(resumed.train_loss_list) == 6 + 2 + 6 + 9 and len(resumed.test_acc_list) == 3
+
+
+def test_a_resume_with_another_seed_is_refused_and_without_one_takes_the_checkpoints(device, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "run.npz"
+    seeded_trainer(1, checkpoint_path=path).train()  # seed 1
+    with pytest.raises(ValueError, match=r"trained with seed 1, but this run asks for seed 2; resume with the "
+                                         r"checkpoint's seed"):
+        seeded_trainer(2, resume=path, seed=2)
+    assert seeded_trainer(2, resume=path, seed=1).seed == 1
+    assert seeded_trainer(2, resume=path, seed=None).seed == 1

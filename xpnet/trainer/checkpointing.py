@@ -66,29 +66,35 @@ class Resumed:
 
     epoch: int
     step: int
+    examples: int  # of the shuffle of the next epoch, seen in those ``step`` steps
     seed: int | None
     epoch_seconds: float
     history: dict = field(default_factory=dict)  # train_loss_list, train_acc_list, test_acc_list, epoch_times
 
 
-def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds, history):
+def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds, history, examples=None, ranks=1):
     """Write ``network``'s state, ``optimizer``'s state and where the run is to ``path``, atomically (no pickle).
 
-    ``history`` holds the lists of the run (one loss per step done, the
-    unfinished epoch's included; accuracies and seconds per finished epoch).
+    ``step`` steps of the epoch after ``epoch`` are done, having seen its
+    first ``examples`` examples (of its shuffle; a resume goes on from there
+    whatever its batch size); ``ranks`` trained them. ``history`` holds the
+    lists of the run (one loss per step done, the unfinished epoch's
+    included; accuracies and seconds per finished epoch).
     """
+    meta = {} if examples is None else {"examples": int(examples)}
     save_checkpoint(path, network.state(), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
-                    epoch_seconds=epoch_seconds, history=json.dumps(history))
+                    epoch_seconds=epoch_seconds, history=json.dumps(history), ranks=int(ranks), **meta)
 
 
-def load_training(path, network, optimizer, *, iter_per_epoch, keep=(), say=print):
+def load_training(path, network, optimizer, *, train_size, batch_size, keep=(), say=print):
     """Load the state written by :func:`save_training` into ``network`` and ``optimizer``; returns :class:`Resumed`.
 
     The checkpoint may come from another device than the network's. The
     optimizer takes the checkpoint's hyperparameters except those named in
     ``keep``, which keep their current values (``say`` tells which changed).
-    A checkpoint of another optimizer, or one whose step does not fit
-    ``iter_per_epoch`` steps per epoch, is a ValueError.
+    A checkpoint of another optimizer, or one that has seen more examples of
+    an epoch than ``train_size``, is a ValueError. A checkpoint without
+    ``examples`` (older ones) counts ``step`` batches of ``batch_size``.
     """
     checkpoint = load_checkpoint(path)
     network.load_state(checkpoint.params, where=str(path))
@@ -104,10 +110,12 @@ def load_training(path, network, optimizer, *, iter_per_epoch, keep=(), say=prin
                 say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(optimizer, name):g})")
                 setattr(optimizer, name, value)
     step = int(checkpoint.meta.get("step", 0))
-    if not 0 <= step <= iter_per_epoch:  # all of them: Ctrl-C came before the epoch was closed
-        raise ValueError(f"{path}: the checkpoint stopped after step {step} of an epoch, but this run "
-                         f"has {iter_per_epoch} steps per epoch; resume with the same data and batch size")
+    examples = checkpoint.meta.get("examples", step * batch_size)
+    if not (isinstance(examples, int) and 0 <= examples <= train_size and (examples > 0) == (step > 0)):
+        # all of them: Ctrl-C came before the epoch was closed
+        raise ValueError(f"{path}: the checkpoint stopped after {examples!r} examples ({step} steps) of an epoch, "
+                         f"but this run has {train_size} training examples; resume with the same data")
     seed = checkpoint.meta.get("seed")
-    return Resumed(epoch=int(checkpoint.epoch), step=step, seed=None if seed is None else int(seed),
+    return Resumed(epoch=int(checkpoint.epoch), step=step, examples=examples, seed=None if seed is None else int(seed),
                    epoch_seconds=float(checkpoint.meta.get("epoch_seconds", 0.0)) if step else 0.0,
                    history=json.loads(checkpoint.meta.get("history", "{}")))
