@@ -62,6 +62,12 @@ def test_pooling_forward_matches_the_plain_loop(device, rng, shape, window, stri
     np.testing.assert_allclose(to_numpy(out), pool2d(x, *window, stride, pad, mode), rtol=1e-6, atol=1e-7)
 
 
+def test_pooling_has_the_books_default_stride_of_two(device, rng):
+    x = distinct_values(rng, (2, 3, 6, 6)).astype(np.float32)
+    out = Pooling(2, 2).forward(to_device(x, device))
+    np.testing.assert_array_equal(to_numpy(out), pool2d(x, 2, 2, 2, 0, "max"))
+
+
 def test_max_pooling_backward_routes_each_gradient_to_its_maximum(device):
     x = np.array([[1, 5, 2, 0], [3, 4, 8, 1], [0, 2, 1, 1], [7, 0, 0, 9]], np.float32).reshape(1, 1, 4, 4)
     pool = Pooling(2, 2, stride=2)
@@ -321,6 +327,22 @@ def test_convolution_rejects_bad_stride_and_pad(device, rng, kwargs, message):
         Convolution(f32(rng, (2, 1, 3, 3), device), f32(rng, (2,), device), **kwargs)
 
 
+@pytest.mark.parametrize("bias", [0, 0.5, np.float64(0.5), np.array(0.5)], ids=["int", "float", "numpy-scalar", "0-d"])
+def test_a_scalar_bias_is_broadcast_to_every_filter_as_the_books_apply_filter_passes_it(device, rng, bias):
+    W, x = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((2, 2, 5, 5))
+    conv = Convolution(to_device(W, device), bias)
+    assert conv.b.shape == (3,) and conv.b.dtype == np.float64 and xpnet.backend.device_of(conv.b) == device
+    expected = conv2d(x, W, np.full(3, float(bias)), 1, 0)
+    np.testing.assert_allclose(to_numpy(conv.forward(to_device(x, device))), expected, rtol=1e-10)
+
+
+def test_a_scalar_bias_of_an_affine_layer_is_broadcast_too(device, rng):
+    W, x = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)
+    affine = Affine(to_device(W, device), 1)
+    assert affine.b.shape == (3,) and affine.b.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(affine.forward(to_device(x, device))), x @ W + 1, rtol=1e-6)
+
+
 def test_convolution_rejects_a_bias_of_the_wrong_shape(device, rng):
     with pytest.raises(ValueError, match=r"Convolution: b must have shape \(2,\), got \(3,\)"):
         Convolution(f32(rng, (2, 1, 3, 3), device), f32(rng, (3,), device))
@@ -379,6 +401,19 @@ def test_layers_reject_an_input_of_the_wrong_rank(device, rng, make, shape, mess
 def test_softmax_with_loss_rejects_labels_of_the_wrong_shape(device, rng):
     with pytest.raises(ValueError, match=r"labels must be indices \(3,\) or one-hot \(3, 4\), got shape \(2,\)"):
         SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.array([0, 1]), device))
+
+
+def test_softmax_with_loss_takes_a_column_of_index_labels_as_the_books_chapter_7_gradient_check_gives(device, rng):
+    x, t = f32(rng, (3, 4), device), np.array([2, 0, 3])
+    column, flat = SoftmaxWithLoss(), SoftmaxWithLoss()
+    loss = column.forward(x, to_device(t.reshape(3, 1), device))
+    assert float(loss) == pytest.approx(float(flat.forward(x, to_device(t, device))), rel=1e-6)
+    np.testing.assert_allclose(to_numpy(column.backward()), to_numpy(flat.backward()), rtol=1e-6)
+
+
+def test_softmax_with_loss_names_the_counts_when_labels_and_scores_differ_in_length(device, rng):
+    with pytest.raises(ValueError, match=r"got shape \(5, 1\); 5 labels for 3 examples"):
+        SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.zeros((5, 1), np.int64), device))
 
 
 def test_softmax_with_loss_refuses_out_of_range_labels_on_the_cpu_and_gives_nan_on_the_gpu(device, rng):

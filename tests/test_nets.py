@@ -1,5 +1,6 @@
 """The book's networks: gradients, devices, dtypes, and the book's defects fixed."""
 
+import pickle
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ from xpnet import to_numpy
 from xpnet.gradient import check_network_gradient
 from xpnet.layers import Dropout
 from xpnet.nets import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
+from xpnet.safe_pickle import UnsafePickleError
 
 
 def data(rng, shape, classes=10):
@@ -114,6 +116,27 @@ def test_accuracy_takes_one_hot_labels(device, rng):
     net = MultiLayerNet(4, [5], 3)
     x, t = data(rng, (10, 4), 3)
     assert net.accuracy(x, np.eye(3)[t]) == net.accuracy(x, t)
+
+
+def test_accuracy_takes_a_column_of_index_labels(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNet(4, [5], 3)
+    x = rng.standard_normal((25, 4))
+    t = to_numpy(net.predict(x)).argmax(axis=1)  # labels the network gets all right
+    assert net.accuracy(x, t.reshape(-1, 1), batch_size=10) == net.accuracy(x, t, batch_size=10) == 1.0
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros(12, np.int64), r"accuracy: labels must be indices \(10,\) or one-hot \(10, 3\), got shape \(12,\); "
+                             r"12 labels for 10 examples"),
+    (np.zeros((8, 1), np.int64), r"got shape \(8, 1\); 8 labels for 10 examples"),
+    (np.full(10, 3), r"accuracy: labels must lie in 0..2, got 3..3"),
+    (np.full(10, 1.0), r"accuracy: index labels must be integers, got dtype float64"),
+])
+def test_accuracy_refuses_labels_that_do_not_fit_instead_of_returning_a_number(device, rng, labels, message):
+    xpnet.set_device(device)
+    with pytest.raises(ValueError, match=message):
+        MultiLayerNet(4, [5], 3).accuracy(rng.standard_normal((10, 4)), labels, batch_size=4)
 
 
 def test_weight_decay_adds_to_the_loss(device, rng):
@@ -255,3 +278,49 @@ def test_load_state_refuses_values_that_are_not_floating_point_and_copies_nothin
         net.load_state(state)
     for k, v in net.state().items():
         np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)
+
+
+# --- the book's pickled weights ------------------------------------------------------------------
+
+
+def book_pickle(path, net, rng):
+    """Weights for ``net`` as the book's own class pickles them: a dict of float64 arrays, protocol 4."""
+    params = {k: 0.3 * rng.standard_normal(p.shape) for k, p in net.params.items()}
+    path.write_bytes(pickle.dumps(params, protocol=4))
+    return params
+
+
+def test_a_book_pickle_of_simple_convnet_loads_safely_and_unchanged(device, rng, tmp_path):
+    xpnet.set_device(device)
+    net, reference = small_convnet(), small_convnet()
+    params = book_pickle(tmp_path / "params.pkl", net, rng)
+    net.load_params(tmp_path / "params.pkl")
+    reference.load_state(params)
+    assert net.params["W1"].dtype == np.float32 and net.device == device
+    x = rng.standard_normal((3, 1, 8, 8))
+    np.testing.assert_array_equal(to_numpy(net.predict(x)), to_numpy(reference.predict(x)))
+
+
+def test_a_book_pickle_of_deep_convnet_gives_the_books_test_time_scores(device, rng, tmp_path):
+    """The book's Dropout scales by 0.5 at test time after Relu7 and after Affine2: scores 0.5 (0.5 h W8 + b8)."""
+    xpnet.set_device(device)
+    net, raw = DeepConvNet(), DeepConvNet()
+    params = book_pickle(tmp_path / "deep_convnet_params.pkl", net, rng)
+    net.load_params(tmp_path / "deep_convnet_params.pkl")
+    raw.load_state(params)
+    x = rng.random((2, 1, 28, 28))
+    h = xpnet.to_device(x, device)
+    for name, layer in raw.layers.items():
+        if name == "Dropout1":
+            break
+        h = layer.forward(h)
+    W8, b8 = params["W8"].astype(np.float32), params["b8"].astype(np.float32)
+    books_scores = 0.5 * ((0.5 * to_numpy(h)) @ W8 + b8)
+    np.testing.assert_allclose(to_numpy(net.predict(x)), books_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hostile_pickle_is_refused_by_load_params(tmp_path):
+    path = tmp_path / "params.pkl"  # what pickle.dumps writes for an object whose __reduce__ is (os.system, ("true",))
+    path.write_bytes(b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94.")
+    with pytest.raises(UnsafePickleError, match="params.pkl: refused the global posix.system"):
+        small_convnet().load_params(path)

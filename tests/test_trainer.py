@@ -3,12 +3,14 @@
 import os
 import signal
 import time
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 
 import xpnet
-from xpnet import to_numpy
+from xpnet import to_device, to_numpy
+from xpnet.layers import Affine, Relu, SoftmaxWithLoss
 from xpnet.nets import MultiLayerNet, SimpleConvNet
 from xpnet.trainer import Trainer, TrainingDivergedError
 
@@ -310,6 +312,113 @@ def test_labels_are_checked_once_before_training(device, rng):
         Trainer(MultiLayerNet(6, [4], 3), x, t, x, t - 1, verbose=False)
     with pytest.raises(ValueError, match="training data: 120 examples but 119 labels"):
         Trainer(MultiLayerNet(6, [4], 3), x, t[:-1], x, t, verbose=False)
+
+
+def test_a_column_of_index_labels_trains_like_a_vector_of_them(device, rng):
+    xpnet.set_device(device)
+    x, t = blobs(rng)
+    runs = []
+    for labels in (t, t.reshape(-1, 1)):
+        xpnet.seed(0)
+        trainer = Trainer(MultiLayerNet(6, [10], 3), x[:90], labels[:90], x[90:], labels[90:], epochs=5,
+                          mini_batch_size=16, optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False, seed=1)
+        runs.append(trainer.train())
+    np.testing.assert_allclose(runs[1].train_loss_list, runs[0].train_loss_list, rtol=1e-6)
+    assert runs[1].test_acc_list == runs[0].test_acc_list and runs[1].test_acc_list[-1] >= 0.9
+
+
+class BookStyleNet:
+    """A network as the book's chapter scripts write their own: layers over float64 arrays in an OrderedDict,
+    ``accuracy(x, t)`` without a batch size, and no ``device``, ``state`` or ``load_state``."""
+
+    def __init__(self, rng, device):
+        self.params = to_device({"W1": 0.3 * rng.standard_normal((6, 10)), "b1": np.zeros(10),
+                                 "W2": 0.3 * rng.standard_normal((10, 3)), "b2": np.zeros(3)}, device)
+        self.layers = OrderedDict(Affine1=Affine(self.params["W1"], self.params["b1"]), Relu1=Relu(),
+                                  Affine2=Affine(self.params["W2"], self.params["b2"]))
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        x = to_device(x, xpnet.backend.device_of(self.params["W1"]))
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.last_layer.forward(self.predict(x), to_device(t, xpnet.backend.device_of(self.params["W1"])))
+
+    def accuracy(self, x, t):
+        return float((to_numpy(self.predict(x)).argmax(axis=1) == to_numpy(t)).mean())
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        return {"W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
+                "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db}
+
+
+class FourMethodNet:
+    """Nothing but params, gradient, loss and accuracy (no predict, no last_layer)."""
+
+    def __init__(self, inner):
+        self.params, self.gradient, self.accuracy = inner.params, inner.gradient, inner.accuracy
+        self.loss_calls = 0
+        self._loss = inner.loss
+
+    def loss(self, x, t):
+        self.loss_calls += 1
+        return self._loss(x, t)
+
+
+def test_a_network_of_the_books_own_style_trains_on_the_device_of_its_parameters(device, rng):
+    x, t = blobs(rng)
+    net = BookStyleNet(rng, device)
+    w1 = net.params["W1"]
+    trainer = Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=5, mini_batch_size=16, optimizer="Adam",
+                      optimizer_param={"lr": 0.01}, verbose=False, seed=1).train()
+    assert net.params["W1"] is w1 and xpnet.backend.device_of(w1) == device and w1.dtype == np.float64
+    assert trainer.train_loss_list[-1] < trainer.train_loss_list[0] / 2 and trainer.test_acc_list[-1] >= 0.9
+
+
+def test_a_network_with_only_the_four_methods_trains_and_checkpoints(device, rng, tmp_path):
+    xpnet.set_device(device)
+    x, t = blobs(rng)
+    net = FourMethodNet(MultiLayerNet(6, [10], 3))
+    trainer = Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=2, mini_batch_size=30, verbose=False,
+                      checkpoint_path=tmp_path / "run.npz").train()
+    assert net.loss_calls == len(trainer.train_loss_list) == 6  # the loss after each update, as the book reads it
+    resumed = Trainer(FourMethodNet(MultiLayerNet(6, [10], 3)), x[:90], t[:90], x[90:], t[90:], epochs=2,
+                      mini_batch_size=30, verbose=False, resume=tmp_path / "run.npz")
+    for name, value in net.params.items():
+        np.testing.assert_array_equal(to_numpy(resumed.network.params[name]), to_numpy(value))
+
+
+class CountingNet(MultiLayerNet):
+    """A MultiLayerNet that records how many examples each accuracy call saw."""
+
+    def accuracy(self, x, t, batch_size=100):
+        self.seen = getattr(self, "seen", []) + [len(x)]
+        return super().accuracy(x, t, batch_size)
+
+
+def test_the_final_test_accuracy_is_measured_over_the_whole_test_set_as_the_book_does(rng, capsys):
+    x, t = blobs(rng, n=150)
+    net = CountingNet(6, [10], 3)
+    trainer = Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=2, mini_batch_size=30,
+                      evaluate_sample_num_per_epoch=20, verbose=True).train()
+    assert net.seen == [20, 20, 20, 20, 60]  # train and test samples per epoch, then the whole test set
+    assert len(trainer.test_acc_list) == 2
+    assert trainer.final_test_acc == net.accuracy(x[90:], t[90:])
+    assert f"test acc: {trainer.final_test_acc:.4f}" in capsys.readouterr().out
+
+
+def test_the_final_test_accuracy_is_the_last_epochs_when_that_was_over_the_whole_test_set(rng):
+    x, t = blobs(rng)
+    net = CountingNet(6, [10], 3)
+    trainer = Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=2, mini_batch_size=30, verbose=False).train()
+    assert net.seen == [90, 30, 90, 30] and trainer.final_test_acc == trainer.test_acc_list[-1]
 
 
 def test_the_progress_bar_shows_epoch_loss_and_speed(rng, capsys):

@@ -25,7 +25,8 @@ A file is written to a temporary file beside it, flushed to disk, then
 renamed over the target (``os.replace``): a crash or an error mid-write
 leaves the previous file as it was. The book pickles its parameters
 (``params.pkl``); pickles run code when loaded and need the classes that
-wrote them, so xpnet does not.
+wrote them, so xpnet writes none, and reads the book's through
+:mod:`xpnet.safe_pickle`, which refuses anything but arrays and containers.
 
 Loading checks everything before anything is used, and refuses with a
 :class:`CheckpointError` naming the entry: a file that is not an ``.npz``
@@ -59,6 +60,7 @@ __all__ = [
     "restore_params",
     "save_params",
     "load_params",
+    "is_pickle",
 ]
 
 FORMAT_VERSION = 1
@@ -263,7 +265,13 @@ def load_checkpoint(path) -> Checkpoint:
 
 
 def load_params(path) -> dict:
-    """The parameters (host NumPy arrays, by name) of a file from :func:`save_params` or :func:`save_checkpoint`."""
+    """The parameters (host NumPy arrays, by name) of a file from :func:`save_params` or :func:`save_checkpoint`,
+    or of a pickle the book's ``save_params`` wrote (``.pkl``), read by :mod:`xpnet.safe_pickle`, which loads
+    arrays and plain containers and nothing else."""
+    if is_pickle(path):
+        from .safe_pickle import load_params as load_pickled_params
+
+        return load_pickled_params(path)
     return load_checkpoint(path).params
 
 
@@ -283,6 +291,11 @@ def _check_magic(path):
         reason = f"not an .npz archive (it begins with {head!r})"
     raise CheckpointError(path, f"not an xpnet checkpoint: {reason}; an xpnet checkpoint is an .npz archive "
                                 f"written by xpnet")
+
+
+def is_pickle(path) -> bool:
+    """Whether ``path`` names a pickle (``.pkl`` or ``.pickle``), as the book's parameter files are."""
+    return os.fspath(path).lower().endswith((".pkl", ".pickle"))
 
 
 def _read_npz(path):

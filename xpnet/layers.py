@@ -33,6 +33,7 @@ from __future__ import annotations
 from . import backend, kernels
 from .backend import DeviceError, get_array_module
 from .functions import log_softmax, relu, sigmoid
+from .labels import class_indices
 from .util import (
     add_windows_channels_last,
     channels_last,
@@ -131,6 +132,16 @@ def _check_param_shape(layer, name, array, shape):
         raise ValueError(f"{layer}: {name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
 
 
+def _bias(layer, b, W, size):
+    """The bias of a layer: an array of shape (size,) as given; a scalar (a number or a 0-d array, as the
+    book's apply_filter.py passes ``0``) broadcast to ``size`` copies on W's device, in W's dtype."""
+    if getattr(b, "ndim", 0) == 0:
+        value = backend.to_numpy(b).item() if hasattr(b, "shape") else b
+        return get_array_module(W).full(size, value, dtype=W.dtype)
+    _check_param_shape(layer, "b", b, (size,))
+    return b
+
+
 def _output_size(layer, axis, size, window, stride, pad):
     try:
         return conv_output_size(size, window, stride, pad)
@@ -186,16 +197,16 @@ class Sigmoid:
 class Affine:
     """y = x W + b.
 
-    ``W`` (D, M), ``b`` (M,), floating point of one dtype (else a
-    ValueError); ``x`` is (N, D) or any (N, ...) whose trailing dimensions
-    multiply to D (an image batch from a convolution), cast to ``W``'s
-    dtype. ``dx`` has ``x``'s shape.
+    ``W`` (D, M), ``b`` (M,) (a scalar is broadcast to M copies), floating
+    point of one dtype (else a ValueError); ``x`` is (N, D) or any (N, ...)
+    whose trailing dimensions multiply to D (an image batch from a
+    convolution), cast to ``W``'s dtype. ``dx`` has ``x``'s shape.
     """
 
     def __init__(self, W, b):
         if W.ndim != 2:
             raise ValueError(f"Affine: W must be 2-D (D, M), got shape {tuple(W.shape)}")
-        _check_param_shape("Affine", "b", b, (W.shape[1],))
+        b = _bias("Affine", b, W, W.shape[1])
         _check_param_dtypes("Affine", W=W, b=b)
         self.W, self.b = W, b
         self.x = None
@@ -229,7 +240,7 @@ class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy loss.
 
     ``forward(x, t)``: scores ``x`` (N, K); labels ``t`` as class indices (N,)
-    or as rows (N, K) of target probabilities, one-hot or not. Returns the
+    or (N, 1), or as rows (N, K) of target probabilities, one-hot or not. Returns the
     loss as a 0-d array on ``x``'s device (read it with ``float(loss)``).
     ``backward(dout=1)`` returns (N, K).
 
@@ -257,17 +268,10 @@ class SoftmaxWithLoss:
                 f"SoftmaxWithLoss: the scores are on {backend.device_of(x)} but the labels are on "
                 f"{backend.device_of(t)}; move the labels with xpnet.to_device(t, {backend.device_of(x)!r})"
             )
-        if t.shape == x.shape:
+        indices = class_indices(t, n, k, "SoftmaxWithLoss")
+        if indices is None:
             return self._forward_rows(x, t)
-        if t.shape != (n,):
-            raise ValueError(
-                f"SoftmaxWithLoss: labels must be indices ({n},) or one-hot ({n}, {k}), got shape {tuple(t.shape)}"
-            )
-        if t.dtype.kind not in "iu":
-            raise ValueError(f"SoftmaxWithLoss: index labels must be integers, got dtype {t.dtype}")
-        if xp.__name__ == "numpy" and n and (t.min() < 0 or t.max() >= k):
-            raise ValueError(f"SoftmaxWithLoss: labels must lie in 0..{k - 1}, got {t.min()}..{t.max()}")
-        self.t = t.astype(xp.intp, copy=False)
+        self.t = indices.astype(xp.intp, copy=False)
         if kernels.active(xp):
             self.y, row_loss = kernels.softmax_cross_entropy(xp.ascontiguousarray(x), self.t)
             self.loss = row_loss.mean()
@@ -459,7 +463,8 @@ class BatchNormalization:
 class Convolution:
     """2-D convolution (cross-correlation, as in the book) by im2col and one matrix product.
 
-    ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases. ``forward`` takes
+    ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases (a scalar is broadcast to
+    FN copies: ``Convolution(W, 0)``). ``forward`` takes
     (N, C, H, W) and returns (N, FN, OH, OW) with
     ``OH = floor((H + 2*pad - FH) / stride) + 1`` (likewise OW).
 
@@ -479,7 +484,7 @@ class Convolution:
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
             raise ValueError(f"Convolution: W must be 4-D (FN, C, FH, FW), got shape {tuple(W.shape)}")
-        _check_param_shape("Convolution", "b", b, (W.shape[0],))
+        b = _bias("Convolution", b, W, W.shape[0])
         _check_param_dtypes("Convolution", W=W, b=b)
         self.W, self.b = W, b
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
@@ -617,9 +622,8 @@ class Pooling:
     """Max (default) or average pooling over ``pool_h`` x ``pool_w`` windows.
 
     (N, C, H, W) in, (N, C, OH, OW) out with ``OH = floor((H + 2*pad -
-    pool_h) / stride) + 1``. Note the default ``stride=1``, the book's
-    until 2020; its current code has ``stride=2``, and its networks pass
-    ``stride=2`` for 2x2 pooling either way. ``pad`` must be smaller than
+    pool_h) / stride) + 1``. ``stride`` defaults to 2, as in the book, so
+    ``Pooling(2, 2)`` halves each side. ``pad`` must be smaller than
     the window, so that every window holds at least one real pixel.
 
     Fixed relative to the book: the output size accounts for ``pad`` (the
@@ -632,7 +636,7 @@ class Pooling:
     a strided elementwise operation on the whole batch.
     """
 
-    def __init__(self, pool_h, pool_w, stride=1, pad=0, mode="max"):
+    def __init__(self, pool_h, pool_w, stride=2, pad=0, mode="max"):
         self.pool_h = _check_positive_int("Pooling", "pool_h", pool_h, 1)
         self.pool_w = _check_positive_int("Pooling", "pool_w", pool_w, 1)
         self.stride = _check_positive_int("Pooling", "stride", stride, 1)

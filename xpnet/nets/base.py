@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, checkpoint
-from ..backend import get_array_module, is_cupy_array, to_device
+from ..backend import get_array_module, is_cupy_array, to_device, to_numpy
 from ..gradient import numerical_gradient
+from ..labels import class_indices
 from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
@@ -109,9 +110,16 @@ class Network:
 
     # --- the book's protocol ------------------------------------------------------
 
+    # The public methods call _scores and _loss, never each other, so that a subclass may change what
+    # they return (the book's compatibility layer hands NumPy back) without changing what they compute.
+
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax, on the network's device."""
         (x,) = self._batch("predict", x)
+        return self._scores(x, train_flg)
+
+    def _scores(self, x, train_flg):
+        (x,) = self._on_device(x)
         for layer in self.layers.values():
             x = layer.forward(x, train_flg) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(x)
         return x
@@ -124,29 +132,43 @@ class Network:
         loss with dropout active.
         """
         x, t = self._batch("loss", x, t)
-        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        return self._loss(x, t, train_flg)
+
+    def _loss(self, x, t, train_flg):
+        x, t = self._on_device(x, t)
+        loss = self.last_layer.forward(self._scores(x, train_flg), t)
         if self.weight_decay_lambda:
             decay = sum((self.params[name] ** 2).sum() for name in self._decayed)
             loss = loss + 0.5 * self.weight_decay_lambda * decay
         return loss
 
     def accuracy(self, x, t, batch_size=100):
-        """Fraction of correct predictions (a Python float), ``batch_size`` examples at a time."""
+        """Fraction of correct predictions (a Python float), ``batch_size`` examples at a time.
+
+        ``t`` holds class indices (N,) or (N, 1), or one-hot rows (N, K). It is
+        read on the host once: labels of another length than ``x``, or outside
+        0..K-1, are a ValueError that names the numbers.
+        """
         batch_size = check_size(f"{type(self).__name__}.accuracy", "batch_size", batch_size)
         x, t = _as_array(x), _as_array(t)
         self._check_batch("accuracy", x)
+        n = x.shape[0]
         correct = 0
-        for start in range(0, x.shape[0], batch_size):
-            xb, tb = self._on_device(x[start:start + batch_size], t[start:start + batch_size])
-            if tb.ndim != 1:
-                tb = tb.argmax(axis=1)
-            correct = correct + (self.predict(xb).argmax(axis=1) == tb).sum()
-        return float(correct) / x.shape[0]
+        labels = None
+        for start in range(0, n, batch_size):
+            scores = self._scores(x[start:start + batch_size], False)
+            if labels is None:
+                labels = to_numpy(t)
+                indices = class_indices(labels, n, scores.shape[1], "accuracy")
+                labels = labels.argmax(axis=1) if indices is None else indices
+            (tb,) = self._on_device(labels[start:start + batch_size])
+            correct = correct + (scores.argmax(axis=1) == tb).sum()
+        return float(correct) / n
 
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
         x, t = self._batch("gradient", x, t)
-        self.loss(x, t, train_flg=True)
+        self._loss(x, t, True)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
@@ -165,7 +187,7 @@ class Network:
         which fixes the mask.
         """
         x, t = self._on_device(x, t)
-        return {name: numerical_gradient(lambda _: self.loss(x, t, train_flg=True), p) for name, p in self.params.items()}
+        return {name: numerical_gradient(lambda _: self._loss(x, t, True), p) for name, p in self.params.items()}
 
     # --- saving ---------------------------------------------------------------------
 
@@ -213,5 +235,23 @@ class Network:
         checkpoint.save_params(file_name, self.state())
 
     def load_params(self, file_name="params.npz"):
-        """Load what :meth:`save_params` wrote, on whatever device this network is."""
-        self.load_state(checkpoint.load_params(file_name), where=str(file_name))
+        """Load what :meth:`save_params` wrote, on whatever device this network is.
+
+        A ``.pkl`` file is taken for the book's own ``save_params`` of the same
+        network: it is read by :mod:`xpnet.safe_pickle` (arrays and plain
+        containers only, nothing called) and converted by
+        :meth:`convert_book_params`.
+        """
+        params = checkpoint.load_params(file_name)
+        if checkpoint.is_pickle(file_name):
+            params = self.convert_book_params(params)
+        self.load_state(params, where=str(file_name))
+
+    @classmethod
+    def convert_book_params(cls, params):
+        """Parameters saved by the book's class of this network, made to compute the same here: unchanged.
+
+        Networks where xpnet computes differently from the book with the same
+        weights override this (:class:`~xpnet.nets.DeepConvNet`).
+        """
+        return dict(params)

@@ -70,3 +70,22 @@ class DeepConvNet(Network):
         for name, layer in (("7", affine1), ("8", affine2)):
             self._bind("W" + name, layer, "W")
             self._bind("b" + name, layer, "b")
+
+    BOOK_DROPOUT_RATIO = 0.5  # the book's DeepConvNet: Dropout(0.5) after Relu7 and after Affine2
+
+    @classmethod
+    def convert_book_params(cls, params):
+        """The book's trained weights (``deep_convnet_params.pkl``), made to give the book's test-time scores.
+
+        The book's dropout keeps units unscaled while training and multiplies
+        by (1 - 0.5) at test time, after the hidden layer and again after the
+        last Affine layer, so its scores are 0.5 * (0.5 * h W8 + b8) for the
+        hidden activations h. Here dropout is inverted (the identity at test
+        time) and there is none after the last layer, so W8 is scaled by 0.25
+        and b8 by 0.5: ``predict`` then gives exactly the book's scores.
+        """
+        keep = 1.0 - cls.BOOK_DROPOUT_RATIO
+        params = dict(params)
+        params["W8"] = params["W8"] * (keep * keep)
+        params["b8"] = params["b8"] * keep
+        return params

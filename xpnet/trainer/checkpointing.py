@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, restore_params, save_checkpoint
 
 __all__ = ["EpochClock", "Resumed", "save_training", "load_training"]
 
@@ -82,7 +82,8 @@ def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds,
     included; accuracies and seconds per finished epoch).
     """
     meta = {} if examples is None else {"examples": int(examples)}
-    save_checkpoint(path, network.state(), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
+    state = network.state() if hasattr(network, "state") else network.params  # a duck-typed network: its params
+    save_checkpoint(path, state, optimizer=optimizer, epoch=epoch, step=step, seed=seed,
                     epoch_seconds=epoch_seconds, history=json.dumps(history), ranks=int(ranks), **meta)
 
 
@@ -97,7 +98,10 @@ def load_training(path, network, optimizer, *, train_size, batch_size, keep=(), 
     ``examples`` (older ones) counts ``step`` batches of ``batch_size``.
     """
     checkpoint = load_checkpoint(path)
-    network.load_state(checkpoint.params, where=str(path))
+    if hasattr(network, "load_state"):
+        network.load_state(checkpoint.params, where=str(path))
+    else:  # a duck-typed network, such as the book's own: its parameters only
+        restore_params(network.params, checkpoint.params, where=str(path))
     if checkpoint.optimizer_state:
         mine = type(optimizer).__name__
         if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backend import to_numpy
+from ..labels import class_indices
 
 __all__ = ["check_data", "check_labels"]
 
@@ -17,13 +18,16 @@ def check_data(what, x, t):
 
 def check_labels(network, x, t, what):
     """Once, on the host: labels are valid class indices (or one-hot rows) for the network's output."""
+    if not hasattr(network, "predict"):  # a duck-typed network: its loss checks the labels
+        return
     classes = network.predict(x[:1]).shape[1]
     labels = to_numpy(t)
-    if labels.ndim == 2:
+    if labels.ndim == 2 and labels.shape[1] != 1:
         if labels.shape[1] != classes:
             raise ValueError(f"{what} one-hot labels have {labels.shape[1]} columns but the network has {classes} outputs")
         return
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"{what} labels must be integer class indices or one-hot rows, got dtype {labels.dtype}")
+    labels = class_indices(labels, len(labels), classes, f"{what} labels", check_range=False)
+    if labels is None:  # one-hot rows of a one-output network
+        return
     if labels.min() < 0 or labels.max() >= classes:
         raise ValueError(f"{what} labels run from {labels.min()} to {labels.max()}, but the network has {classes} outputs")

@@ -1,4 +1,4 @@
-"""The command line: ``xpnet train``, ``xpnet info``, ``xpnet experiment``, ``xpnet search``, ``xpnet bench report``.
+"""The command line: ``xpnet train``, ``info``, ``experiment``, ``search``, ``bench report``, ``book run``, ``convert``.
 
 One parser tree: each command is a module here with ``HELP``,
 ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``, and
@@ -16,11 +16,12 @@ import sys
 from xpnet import __version__
 
 from ..args import Parser
-from . import bench, experiment, info, search, train
+from . import bench, book, convert, experiment, info, search, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = {"train": train, "info": info, "experiment": experiment, "search": search, "bench": bench}
+COMMANDS = {"train": train, "info": info, "experiment": experiment, "search": search, "bench": bench,
+            "book": book, "convert": convert}
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 
