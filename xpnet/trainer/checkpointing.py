@@ -13,7 +13,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..backend import random_state, set_random_state
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["EpochClock", "Resumed", "save_training", "load_training"]
 
@@ -76,38 +77,55 @@ def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds,
 
     ``history`` holds the lists of the run (one loss per step done, the
     unfinished epoch's included; accuracies and seconds per finished epoch).
+    The metadata also records the network's class (``network``) and the
+    state of the generator of the dropout masks on the network's device
+    (``random_state``), so that a resumed run draws the masks a straight run
+    draws.
     """
     save_checkpoint(path, network.state(), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
-                    epoch_seconds=epoch_seconds, history=json.dumps(history))
+                    epoch_seconds=epoch_seconds, history=json.dumps(history), network=type(network).__name__,
+                    random_state=random_state(network.device))
 
 
-def load_training(path, network, optimizer, *, iter_per_epoch, keep=(), say=print):
+def load_training(path, network, optimizer, *, iter_per_epoch, epochs=None, keep=(), say=print):
     """Load the state written by :func:`save_training` into ``network`` and ``optimizer``; returns :class:`Resumed`.
 
     The checkpoint may come from another device than the network's. The
     optimizer takes the checkpoint's hyperparameters except those named in
     ``keep``, which keep their current values (``say`` tells which changed).
-    A checkpoint of another optimizer, or one whose step does not fit
-    ``iter_per_epoch`` steps per epoch, is a ValueError.
+    All or nothing: the checkpoint is checked against the run first
+    (:meth:`Checkpoint.validate` with ``epochs`` and ``iter_per_epoch``, the
+    network's class, the optimizer's), and when restoring fails part way the
+    network, the optimizer and the generator are put back as they were.
+    Raises :class:`~xpnet.checkpoint.CheckpointError` (a ValueError).
     """
     checkpoint = load_checkpoint(path)
-    network.load_state(checkpoint.params, where=str(path))
-    if checkpoint.optimizer_state:
-        mine = type(optimizer).__name__
-        if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
-            raise ValueError(f"{path}: the checkpoint holds the state of {checkpoint.optimizer_name}, "
-                             f"but this run uses {mine}; resume with the same optimizer")
-        kept = {name: getattr(optimizer, name) for name in keep}
-        optimizer.load_state_dict(checkpoint.optimizer_state)
-        for name, value in kept.items():
-            if value != getattr(optimizer, name):
-                say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(optimizer, name):g})")
-                setattr(optimizer, name, value)
-    step = int(checkpoint.meta.get("step", 0))
-    if not 0 <= step <= iter_per_epoch:  # all of them: Ctrl-C came before the epoch was closed
-        raise ValueError(f"{path}: the checkpoint stopped after step {step} of an epoch, but this run "
-                         f"has {iter_per_epoch} steps per epoch; resume with the same data and batch size")
-    seed = checkpoint.meta.get("seed")
-    return Resumed(epoch=int(checkpoint.epoch), step=step, seed=None if seed is None else int(seed),
-                   epoch_seconds=float(checkpoint.meta.get("epoch_seconds", 0.0)) if step else 0.0,
-                   history=json.loads(checkpoint.meta.get("history", "{}")))
+    state = checkpoint.validate(epochs=epochs, steps_per_epoch=iter_per_epoch)
+    held, mine = checkpoint.meta.get("network"), type(network).__name__
+    if held is not None and held != mine:
+        raise CheckpointError(path, f"the checkpoint holds a {held}, but this run trains a {mine}")
+    if checkpoint.optimizer_state and checkpoint.optimizer_name and checkpoint.optimizer_name != type(optimizer).__name__:
+        raise CheckpointError(path, f"the checkpoint holds the state of {checkpoint.optimizer_name}, but this run "
+                                    f"uses {type(optimizer).__name__}; resume with the same optimizer")
+    before = ({k: v.copy() for k, v in network.state().items()}, optimizer.state_dict(),
+              random_state(network.device))
+    try:
+        network.load_state(checkpoint.params, where=str(path))
+        if checkpoint.optimizer_state:
+            kept = {name: getattr(optimizer, name) for name in keep}
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+            for name, value in kept.items():
+                if value != getattr(optimizer, name):
+                    say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(optimizer, name):g})")
+                    setattr(optimizer, name, value)
+        if "random_state" in checkpoint.meta:
+            set_random_state(checkpoint.meta["random_state"], network.device)
+    except BaseException as exc:
+        network.load_state(before[0])
+        optimizer.load_state_dict(before[1])
+        set_random_state(before[2], network.device)
+        if isinstance(exc, ValueError) and not isinstance(exc, CheckpointError):
+            raise CheckpointError(path, str(exc)) from None
+        raise
+    return Resumed(epoch=state.epoch, step=state.step, seed=state.seed,
+                   epoch_seconds=state.epoch_seconds if state.step else 0.0, history=state.history)

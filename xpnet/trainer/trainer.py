@@ -18,9 +18,9 @@ import numpy as np
 
 from ..backend import get_array_module, host_rng, synchronize, to_device
 from ..optimizer import get_optimizer
-from .checks import check_data, check_labels
+from .checks import check_batch_size, check_counts, check_data, check_labels
 from .checkpointing import EpochClock, load_training, save_training
-from .divergence import TrainingDivergedError, check_losses, check_parameters
+from .divergence import LossWatch, TrainingDivergedError, check_parameters
 from .interrupt import DeferredInterrupt
 from .losses import EpochLosses, read_losses
 from .progress import Progress
@@ -89,8 +89,8 @@ class Trainer:
                  *, seed=None, checkpoint_path=None, resume=None, log_every=20, progress=None):
         check_data("training", x_train, t_train)
         check_data("test", x_test, t_test)
-        if int(epochs) < 1 or int(mini_batch_size) < 1:
-            raise ValueError(f"epochs and mini_batch_size must be >= 1, got {epochs} and {mini_batch_size}")
+        check_counts(epochs=epochs, mini_batch_size=mini_batch_size)
+        check_batch_size(mini_batch_size, x_train.shape[0])
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
         self.epochs, self.batch_size = int(epochs), int(mini_batch_size)
@@ -118,6 +118,8 @@ class Trainer:
         self.losses = EpochLosses()  # the losses of the epoch under way
         self.clock = EpochClock()  # its seconds, those before a resume included
         self._interrupt = DeferredInterrupt()
+        self.watch = LossWatch()  # the divergence rule, on the losses as they are read
+        self.interrupt_note = None  # after Ctrl-C: where the checkpoint is, or why there is none
         self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
         self.epoch_times = []
         check_labels(network, x_train, t_train, "training")
@@ -150,8 +152,12 @@ class Trainer:
                         self.save_checkpoint(self.checkpoint_path)
                     self._interrupt.raise_if_requested()
         except KeyboardInterrupt:
+            self.progress.abort()
             if self.checkpoint_path is not None:
                 self._checkpoint_on_interrupt()
+            raise
+        except BaseException:
+            self.progress.abort()  # the error's line starts on a line of its own, not after the bar
             raise
         self.progress.say(f"=============== Final Test Accuracy ===============\ntest acc: {self.test_acc_list[-1]:.4f}")
         return self
@@ -166,7 +172,9 @@ class Trainer:
             index = xp.asarray(index) if xp is not np else index
             device = self.network.device
             with self._interrupt.step():  # Ctrl-C waits for the step and its bookkeeping
-                loss = self.train_step(to_device(self.x_train[index], device), to_device(self.t_train[index], device))
+                with np.errstate(all="ignore"):  # a diverging step overflows: the rule says so in one line
+                    loss = self.train_step(to_device(self.x_train[index], device),
+                                           to_device(self.t_train[index], device))
                 self.losses.add(loss)
                 self.epoch_step += 1
                 seen += len(index)
@@ -182,6 +190,7 @@ class Trainer:
             synchronize()
             seconds = self.clock.elapsed()
             check_parameters(self.network.params, self.current_iter + self.iter_per_epoch, epoch, self.checkpoint_path)
+            self.watch.check_settled(self.current_iter + self.iter_per_epoch, epoch, self.checkpoint_path)
             self.epoch_times.append(seconds)
             self.progress.end_epoch()
             self.current_iter += self.iter_per_epoch
@@ -198,7 +207,7 @@ class Trainer:
 
     def _read_losses(self, pending, first_step):
         values = read_losses(pending)
-        check_losses(values, first_step, self.current_epoch + 1, self.checkpoint_path)
+        self.watch.check(values, first_step, self.current_epoch + 1, self.checkpoint_path)
         return values
 
     def _evaluate(self):
@@ -227,7 +236,8 @@ class Trainer:
 
     def load_checkpoint(self, path):
         """Continue from a checkpoint: it may come from another device than this network's."""
-        resumed = load_training(path, self.network, self.optimizer, iter_per_epoch=self.iter_per_epoch,
+        resumed = load_training(path, self.network, self.optimizer, epochs=self.epochs,
+                                iter_per_epoch=self.iter_per_epoch,
                                 keep=self._given, say=self.progress.say)
         self.current_epoch, self.epoch_step = resumed.epoch, resumed.step
         self.current_iter = self.current_epoch * self.iter_per_epoch
@@ -236,6 +246,7 @@ class Trainer:
         losses = history.get("train_loss_list", [])
         done = len(losses) - self.epoch_step  # the losses of the unfinished epoch continue in self.losses
         self.train_loss_list, self.losses = losses[:done], EpochLosses(losses[done:])
+        self.watch = LossWatch(first=losses[0] if losses else None)
         self.train_acc_list = history.get("train_acc_list", [])
         self.test_acc_list = history.get("test_acc_list", [])
         self.epoch_times = history.get("epoch_times", [])
@@ -243,11 +254,15 @@ class Trainer:
 
     def _checkpoint_on_interrupt(self):
         if self._interrupt.in_step:
-            self.progress.say(f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it was")
+            self.interrupt_note = (f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it "
+                                   f"was")
+            self.progress.say(self.interrupt_note)
             return
         self._flush_losses()
-        check_parameters(self.network.params, self.current_iter + self.epoch_step, self.current_epoch + 1,
-                         self.checkpoint_path)
+        step, epoch = self.current_iter + self.epoch_step, self.current_epoch + 1
+        check_parameters(self.network.params, step, epoch, self.checkpoint_path)
+        self.watch.check_settled(step, epoch, self.checkpoint_path)
         self.save_checkpoint(self.checkpoint_path)
-        self.progress.say(f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps of the "
-                          f"next written to {self.checkpoint_path}; --resume continues from there")
+        self.interrupt_note = (f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps "
+                               f"of the next written to {self.checkpoint_path}; --resume continues from there")
+        self.progress.say(self.interrupt_note)
