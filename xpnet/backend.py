@@ -77,12 +77,13 @@ _cupy = None
 _cupy_checked = False
 _cupy_reason: str | None = None
 _cupy_version: str | None = None  # known whenever CuPy imports, usable GPU or not
+_cupy_installed = None  # the cupy module whenever it imports, usable GPU or not (for versions only)
 _lock = threading.Lock()
 
 
 def _load_cupy():
     """Return the cupy module if a GPU is usable, else None (reason kept; version kept whenever CuPy imports)."""
-    global _cupy, _cupy_checked, _cupy_reason, _cupy_version
+    global _cupy, _cupy_checked, _cupy_reason, _cupy_version, _cupy_installed
     if _cupy_checked:
         return _cupy
     with _lock:
@@ -96,6 +97,7 @@ def _load_cupy():
         else:
             version = getattr(cupy, "__version__", None)
             _cupy_version = None if version is None else str(version)
+            _cupy_installed = cupy
             try:
                 usable = bool(cupy.is_available()) and cupy.cuda.runtime.getDeviceCount() > 0
                 reason = None if usable else _why_no_device(cupy, _cupy_version)
@@ -159,14 +161,21 @@ def gpu_bus_id(device) -> str:
 def library_versions() -> dict:
     """Versions of NumPy, of CuPy where it imports (even without a usable GPU), and of CUDA where usable.
 
-    ``cuda_runtime`` and ``cuda_driver`` are None unless a GPU is usable;
-    ``cupy`` is None only when CuPy cannot be imported (or has no version).
+    ``cuda_runtime`` and ``cuda_driver`` are what CuPy reports, also without a
+    usable GPU (the runtime CuPy was built with, the driver where one is
+    installed), and None where it reports nothing; ``cupy`` is None only
+    when CuPy cannot be imported (or has no version).
     """
-    cp = _load_cupy()
+    _load_cupy()
     versions = {"numpy": np.__version__, "cupy": _cupy_version, "cuda_runtime": None, "cuda_driver": None}
-    if cp is not None:
-        versions["cuda_runtime"] = _cuda_version(cp.cuda.runtime.runtimeGetVersion())
-        versions["cuda_driver"] = _cuda_version(cp.cuda.runtime.driverGetVersion())
+    runtime = getattr(getattr(_cupy_installed, "cuda", None), "runtime", None)
+    for key, ask in (("cuda_runtime", "runtimeGetVersion"), ("cuda_driver", "driverGetVersion")):
+        try:
+            number = int(getattr(runtime, ask)())
+        except Exception:  # no such call, or CUDA fails (no driver): nothing reported
+            continue
+        if number > 0:  # a driver version of 0: no driver
+            versions[key] = _cuda_version(number)
     return versions
 
 
