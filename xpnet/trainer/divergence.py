@@ -15,6 +15,8 @@ means logits in the hundreds on the wrong class: ``--lr 1e6`` reaches about
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..backend import get_array_module
@@ -30,7 +32,11 @@ class TrainingDivergedError(FloatingPointError):
 
 
 def _kept(checkpoint_path):
-    return f"; the last good checkpoint, {checkpoint_path}, is unchanged" if checkpoint_path else ""
+    if not checkpoint_path:
+        return ""
+    if os.path.exists(checkpoint_path):
+        return f"; the last good checkpoint, {checkpoint_path}, is unchanged"
+    return f"; no checkpoint was written to {checkpoint_path}"
 
 
 def check_losses(values, first_step, epoch, checkpoint_path=None):
