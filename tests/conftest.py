@@ -43,7 +43,8 @@ def _fresh_state():
 @pytest.fixture
 def forget_cupy_probe(monkeypatch):
     """Make the backend look for CuPy again (its cache is restored when the test ends)."""
-    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None}.items():
+    for name, value in {"_cupy": None, "_cupy_checked": False, "_cupy_reason": None, "_cupy_version": None,
+                        "_cupy_installed": None}.items():
         monkeypatch.setattr(backend, name, value)
 
 

@@ -85,11 +85,15 @@ def test_losses_stay_on_the_device_until_read_then_become_floats(xp):
 # --- divergence ----------------------------------------------------------------------------------
 
 
-def test_the_first_bad_loss_is_named_with_its_step_and_epoch():
+def test_the_first_bad_loss_is_named_with_its_step_and_epoch(tmp_path, monkeypatch):
     check_losses([0.5, 0.4], first_step=7, epoch=2)
     with pytest.raises(TrainingDivergedError, match=r"the loss became inf at step 8 \(epoch 2\); "
                                                     r"try a smaller learning rate$"):
         check_losses([0.5, float("inf"), float("nan")], first_step=7, epoch=2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingDivergedError, match="no checkpoint was written to run.npz$"):
+        check_losses([float("nan")], first_step=1, epoch=1, checkpoint_path="run.npz")
+    (tmp_path / "run.npz").write_bytes(b"a good checkpoint")
     with pytest.raises(TrainingDivergedError, match="the last good checkpoint, run.npz, is unchanged"):
         check_losses([float("nan")], first_step=1, epoch=1, checkpoint_path="run.npz")
 
@@ -214,7 +218,7 @@ def test_data_and_labels_are_checked_against_each_other_and_the_network():
         check_data("training", x[:0], np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="test one-hot labels have 4 columns but the network has 3 outputs"):
         check_labels(network, x, np.zeros((6, 4), dtype=np.float32), "test")
-    with pytest.raises(ValueError, match="must be integer class indices or one-hot rows, got dtype float32"):
+    with pytest.raises(ValueError, match="test labels: index labels must be integers, got dtype float32"):
         check_labels(network, x, np.zeros(6, dtype=np.float32), "test")
 
 

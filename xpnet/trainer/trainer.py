@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import inspect
 import math
-import time
 
 import numpy as np
 
 from ..backend import device_of, get_array_module, host_rng, synchronize, to_device
 from ..optimizer import get_optimizer
-from .checks import check_data, check_labels
+from .checks import check_batch_size, check_counts, check_data, check_labels
 from .checkpointing import EpochClock, load_training, save_training
-from .divergence import TrainingDivergedError, check_losses, check_parameters
+from .divergence import LossWatch, TrainingDivergedError, check_parameters
 from .interrupt import DeferredInterrupt
 from .losses import EpochLosses, read_losses
 from .progress import Progress
@@ -123,8 +122,8 @@ class Trainer:
                  sync_batch_norm=True):
         check_data("training", x_train, t_train)
         check_data("test", x_test, t_test)
-        if int(epochs) < 1 or int(mini_batch_size) < 1:
-            raise ValueError(f"epochs and mini_batch_size must be >= 1, got {epochs} and {mini_batch_size}")
+        check_counts(epochs=epochs, mini_batch_size=mini_batch_size)
+        check_batch_size(mini_batch_size, x_train.shape[0])
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
         self.epochs, self.batch_size = int(epochs), int(mini_batch_size)
@@ -162,6 +161,8 @@ class Trainer:
         self.losses = EpochLosses()  # the losses of the epoch under way
         self.clock = EpochClock()  # its seconds, those before a resume included
         self._interrupt = DeferredInterrupt()
+        self.watch = LossWatch()  # the divergence rule, on the losses as they are read
+        self.interrupt_note = None  # after Ctrl-C: where the checkpoint is, or why there is none
         self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
         self.final_test_acc = None
         self.epoch_times = []
@@ -225,6 +226,7 @@ class Trainer:
                     if self._stopping:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
+            self.progress.abort()
             if self.comm is not None and not self._stopping:
                 # a second Ctrl-C cut a step short on this rank: the others may be in a collective
                 self.progress.say("interrupted during a step: stopping every rank now")
@@ -233,6 +235,9 @@ class Trainer:
                 self._checkpoint_on_interrupt()
             if self.comm is not None:
                 self.comm.barrier()  # every rank leaves together, after the checkpoint is written
+            raise
+        except BaseException:
+            self.progress.abort()  # the error's line starts on a line of its own, not after the bar
             raise
         self.final_test_acc = self._final_test_accuracy()
         self.progress.say(f"=============== Final Test Accuracy ===============\ntest acc: {self.final_test_acc:.4f}")
@@ -253,13 +258,14 @@ class Trainer:
         self.epoch_steps = self.epoch_step + len(batches)
         self.progress.start_epoch(self.epoch_steps, f"epoch {epoch}/{self.epochs}", done=self.epoch_step)
         self.clock.start()
-        seen = self.epoch_examples  # the global batches' examples: the rate shown is the job's
         for index in batches:
             mine = self._mine(index)
             mine = xp.asarray(mine) if xp is not np else mine
             device = device_of(next(iter(self.network.params.values())))
             with self._interrupt.step():  # Ctrl-C waits for the step and its bookkeeping
-                loss = self.train_step(to_device(self.x_train[mine], device), to_device(self.t_train[mine], device))
+                with np.errstate(all="ignore"):  # a diverging step overflows: the rule says so in one line
+                    loss = self.train_step(to_device(self.x_train[mine], device),
+                                           to_device(self.t_train[mine], device))
                 self.losses.add(loss)
                 self.epoch_step += 1
                 self.epoch_examples += len(index)
@@ -277,6 +283,7 @@ class Trainer:
             synchronize()
             seconds = self.clock.elapsed()
             check_parameters(self.network.params, self.current_iter + self.epoch_steps, epoch, self.checkpoint_path)
+            self.watch.check_settled(self.current_iter + self.epoch_steps, epoch, self.checkpoint_path)
             self.epoch_times.append(seconds)
             self.progress.end_epoch()
             self.current_iter += self.epoch_steps
@@ -295,7 +302,7 @@ class Trainer:
 
     def _read_losses(self, pending, first_step):
         values = read_losses(pending)
-        check_losses(values, first_step, self.current_epoch + 1, self.checkpoint_path)
+        self.watch.check(values, first_step, self.current_epoch + 1, self.checkpoint_path)
         return values
 
     def _accuracy(self, x, t):
@@ -348,7 +355,8 @@ class Trainer:
         """Continue from a checkpoint: it may come from another device than this network's, another batch
         size and another number of ranks (it goes on from the examples of the epoch already seen)."""
         resumed = load_training(path, self.network, self.optimizer, train_size=self.train_size,
-                                batch_size=self.global_batch_size, keep=self._given, say=self.progress.say)
+                                batch_size=self.global_batch_size, epochs=self.epochs, keep=self._given,
+                                say=self.progress.say)
         if resumed.seed is not None and self._seed_given and resumed.seed != self.seed:
             raise ValueError(f"{path}: the checkpoint was trained with seed {resumed.seed}, but this run asks for "
                              f"seed {self.seed}; resume with the checkpoint's seed (or give none), since the seed "
@@ -360,6 +368,7 @@ class Trainer:
         done = len(losses) - self.epoch_step  # the losses of the unfinished epoch continue in self.losses
         self.train_loss_list, self.losses = losses[:done], EpochLosses(losses[done:])
         self.current_iter = len(self.train_loss_list)  # the steps of the finished epochs, whatever their batches
+        self.watch = LossWatch(first=losses[0] if losses else None)
         self.train_acc_list = history.get("train_acc_list", [])
         self.test_acc_list = history.get("test_acc_list", [])
         self.epoch_times = history.get("epoch_times", [])
@@ -367,12 +376,16 @@ class Trainer:
 
     def _checkpoint_on_interrupt(self):
         if self._interrupt.in_step:
-            self.progress.say(f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it was")
+            self.interrupt_note = (f"interrupted during a step: the checkpoint {self.checkpoint_path} is left as it "
+                                   f"was")
+            self.progress.say(self.interrupt_note)
             return
         self._flush_losses()
-        check_parameters(self.network.params, self.current_iter + self.epoch_step, self.current_epoch + 1,
-                         self.checkpoint_path)
+        step, epoch = self.current_iter + self.epoch_step, self.current_epoch + 1
+        check_parameters(self.network.params, step, epoch, self.checkpoint_path)
+        self.watch.check_settled(step, epoch, self.checkpoint_path)
         self._save_checkpoint_of_job(self.checkpoint_path)
-        self.progress.say(f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps "
-                          f"({self.epoch_examples} examples) of the next written to {self.checkpoint_path}; "
-                          f"--resume continues from there")
+        self.interrupt_note = (f"interrupted: checkpoint of epoch {self.current_epoch} and {self.epoch_step} steps "
+                               f"({self.epoch_examples} examples) of the next written to {self.checkpoint_path}; "
+                               f"--resume continues from there")
+        self.progress.say(self.interrupt_note)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from xpnet import __version__
 
@@ -49,7 +50,9 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        status = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            status = args.run(args)
         sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
         return status
     except KeyboardInterrupt:
@@ -64,6 +67,11 @@ def main(argv=None):
     except (ValueError, OSError, ImportError, RuntimeError, FloatingPointError) as exc:
         print(f"xpnet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, without the file and line of the code that warned."""
+    print(f"xpnet: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
 
 
 def _one_line(exc):

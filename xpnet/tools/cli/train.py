@@ -8,6 +8,7 @@ import time
 
 from xpnet import __version__, backend, distributed
 from xpnet.checkpoint import load_checkpoint
+from xpnet.fileio import check_writable
 from xpnet.optimizer import OPTIMIZERS
 from xpnet.recipes import DATASETS, DEFAULT_EPOCHS, MODELS, build_network, load_dataset
 from xpnet.trainer import Trainer
@@ -62,6 +63,18 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
+# The class each --model builds, as checkpoints record it (``network`` in their metadata).
+MODEL_OF_CLASS = {"SimpleConvNet": "simple_convnet", "DeepConvNet": "deep_convnet", "MultiLayerNet": "mlp"}
+
+
+def check_model(checkpoint, model):
+    """A checkpoint of another --model is named as such, before its shapes are compared."""
+    held = MODEL_OF_CLASS.get(checkpoint.meta.get("network"))
+    if held is not None and held != model:
+        raise ValueError(f"{checkpoint.path}: the checkpoint holds a {held} (its {checkpoint.meta['network']}), "
+                         f"not a {model}; resume with --model {held}")
+
+
 def run(args):
     if args.plot:
         require_matplotlib()  # fail before training, not after
@@ -87,11 +100,17 @@ def _run(args, comm):
         device = backend.get_device()
         distributed.seed_ranks(comm, args.seed or 0)  # dropout differs per rank; rank 0's weights are broadcast
     rank0 = comm is None or comm.rank == 0
+    for path in (args.save, args.plot):
+        if path and rank0:  # rank 0 alone writes
+            check_writable(path)  # a missing, read-only or full place fails now, not after training
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        check_model(checkpoint, args.model)
     (x_train, t_train), (x_test, t_test) = _load_data(args, comm)
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
     network = build_network(args.model, x_train.shape[1:], int(t_train.max()) + 1)
     lr = args.lr
-    if lr is None and not (args.resume and load_checkpoint(args.resume).optimizer_state):
+    if lr is None and not (checkpoint is not None and checkpoint.optimizer_state):
         lr = default_lr(args.optimizer)  # a resumed run keeps the checkpoint's learning rate, where it has one
     progress = not args.quiet and (args.progress or sys.stderr.isatty())
     seed = args.seed if args.seed is not None or args.resume else 0
@@ -104,7 +123,12 @@ def _run(args, comm):
               f"device {device}{_device_name(device)}, {args.optimizer} lr={trainer.optimizer.lr:g}, "
               f"batch {_batch_text(args, comm)}{_ranks_text(comm)}", flush=True)
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        if args.quiet and trainer.interrupt_note:  # where the work is, even when quiet
+            print(trainer.interrupt_note, file=sys.stderr)
+        raise
     elapsed = time.perf_counter() - start
     if not rank0:
         return 0
