@@ -63,3 +63,8 @@ def fake_cupy(monkeypatch, forget_cupy_probe):
         return fake
 
     return install
+
+
+# The book-style scripts are run by tests/test_book_scripts.py through `xpnet book run`, never imported:
+# importing one runs it (and --doctest-modules would import them all).
+collect_ignore = ["book_scripts"]

@@ -79,7 +79,9 @@ def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0,
         network = MultiLayerNet(input_size, [value["hidden_size"]] * value["hidden_layers"], classes,
                                 weight_decay_lambda=value["weight_decay"])
         # The Trainer's "test" set is the validation set: the test set never reaches the search.
-        trainer = Trainer(network, x_train, t_train, x_val, t_val, epochs=1, mini_batch_size=value["batch_size"],
+        # A batch larger than the training set is one step of all of it (--quick has 80 examples): say it as that.
+        batch_size = min(value["batch_size"], len(x_train))
+        trainer = Trainer(network, x_train, t_train, x_val, t_val, epochs=1, mini_batch_size=batch_size,
                           optimizer=optimizer, optimizer_param={"lr": value["lr"]}, verbose=False,
                           seed=seed_of_trial)
         accuracy = float("nan")
