@@ -113,6 +113,40 @@ def test_the_version_of_cupy_is_known_when_cuda_fails(fake_cupy):
     assert "CUDA fails (RuntimeError: cudaErrorInsufficientDriver" in backend.gpu_unavailable_reason()
 
 
+class CUDARuntimeError(RuntimeError):
+    """What CuPy raises where the driver is missing or too old (cupy_backends.cuda.api.runtime)."""
+
+
+def insufficient_driver():
+    raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+
+
+def test_cupy_without_a_driver_shows_cupys_own_cause_and_not_install_cupy(fake_cupy):
+    fake_cupy(is_available=lambda: False, get_device_count=insufficient_driver)  # as real CuPy: False, cause hidden
+    reason = backend.gpu_unavailable_reason()
+    assert reason == ("CuPy 14.0.0 is installed but CUDA fails (CUDARuntimeError: cudaErrorInsufficientDriver: "
+                      "CUDA driver version is insufficient for CUDA runtime version)")
+    with pytest.raises(xpnet.DeviceError) as info:
+        xpnet.set_device("gpu")
+    message = str(info.value)
+    assert "cudaErrorInsufficientDriver" in message and "install CuPy" not in message
+    assert "nvidia-smi" in message and "XPNET_DEVICE=cpu" in message
+
+
+def test_cupy_that_sees_no_device_says_so(fake_cupy):
+    fake_cupy(is_available=lambda: False, get_device_count=lambda: 0)
+    assert backend.gpu_unavailable_reason() == "CuPy 14.0.0 is installed but CUDA sees no device"
+    with pytest.raises(xpnet.DeviceError, match="CUDA sees no device") as info:
+        xpnet.set_device("gpu")
+    assert "install CuPy" not in str(info.value)
+
+
+def test_only_a_cupy_that_cannot_be_imported_asks_to_install_it(monkeypatch, forget_cupy_probe):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(xpnet.DeviceError, match=r"CuPy cannot be imported .*Fix: install CuPy for your CUDA version"):
+        xpnet.set_device("gpu")
+
+
 def test_without_cupy_there_is_no_cupy_version(monkeypatch, forget_cupy_probe):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as if CuPy were not installed
     assert backend.library_versions()["cupy"] is None

@@ -5,7 +5,8 @@ import pytest
 
 import xpnet
 from xpnet import to_device, to_numpy
-from xpnet.gradient import GradientCheckError, check_layer_gradient, check_network_gradient, numerical_gradient
+from xpnet.gradient import (GradientCheckError, check_layer_gradient, check_network_gradient, numerical_gradient,
+                            numerical_gradient_2d)
 from xpnet.layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 from xpnet.nets import MultiLayerNet
 
@@ -22,6 +23,14 @@ def test_numerical_gradient_of_the_books_function_2(xp):
     grad = numerical_gradient(lambda v: (v ** 2).sum(), x)
     np.testing.assert_allclose(to_numpy(grad), [6.0, 8.0], rtol=1e-6)
     np.testing.assert_array_equal(to_numpy(x), [3.0, 4.0])  # restored
+
+
+def test_numerical_gradient_2d_gives_the_gradient_at_each_point(xp):
+    """The book's chapter 4 figure: the gradient of x0^2 + x1^2 at many points is (2 x0, 2 x1)."""
+    points = xp.array([[3.0, 4.0], [0.0, 2.0], [-1.0, 0.5]])
+    grad = numerical_gradient_2d(lambda v: (v ** 2).sum(), points)
+    np.testing.assert_allclose(to_numpy(grad), 2 * to_numpy(points), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(to_numpy(numerical_gradient_2d(lambda v: (v ** 2).sum(), points[0])), [6.0, 8.0])
 
 
 def test_affine(device, rng):
@@ -109,8 +118,8 @@ def test_a_nan_gradient_is_caught_and_named(device, rng):
 
 
 def test_a_float32_layer_check_is_refused_naming_what_is_float32(device, rng):
-    layer = Affine(f64(rng, (5, 3), device).astype(np.float32), f64(rng, (3,), device))
-    with pytest.raises(ValueError, match=r"check_layer_gradient: Affine.W is float32, but the check needs float64.*astype"):
+    layer = Affine(f64(rng, (5, 3), device).astype(np.float32), f64(rng, (3,), device).astype(np.float32))
+    with pytest.raises(ValueError, match=r"check_layer_gradient: Affine.W, Affine.b are float32, but the check needs float64.*astype"):
         check_layer_gradient(layer, f64(rng, (4, 5), device))
     with pytest.raises(ValueError, match=r"check_layer_gradient: x is float32, but the check needs float64"):
         check_layer_gradient(Sigmoid(), f64(rng, (4, 5), device).astype(np.float32))

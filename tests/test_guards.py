@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "xpnet"
 
 # Code that computes on arrays of either device: it may only reach NumPy or CuPy through ``xp``.
-ARRAY_CODE = ["layers.py", "util.py", "functions.py", "optimizer.py", "kernels.py"]
+ARRAY_CODE = ["layers.py", "util.py", "functions.py", "optimizer.py", "kernels.py", "labels.py"]
 
 
 def imported_modules(path):

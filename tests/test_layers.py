@@ -1,5 +1,7 @@
 """The book's layers: worked examples, references, dtypes, the book's defects fixed, and errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,12 @@ def test_pooling_forward_matches_the_plain_loop(device, rng, shape, window, stri
     x = distinct_values(rng, shape).astype(np.float32)
     out = Pooling(*window, stride=stride, pad=pad, mode=mode).forward(to_device(x, device))
     np.testing.assert_allclose(to_numpy(out), pool2d(x, *window, stride, pad, mode), rtol=1e-6, atol=1e-7)
+
+
+def test_pooling_has_the_books_default_stride_of_two(device, rng):
+    x = distinct_values(rng, (2, 3, 6, 6)).astype(np.float32)
+    out = Pooling(2, 2).forward(to_device(x, device))
+    np.testing.assert_array_equal(to_numpy(out), pool2d(x, 2, 2, 2, 0, "max"))
 
 
 def test_max_pooling_backward_routes_each_gradient_to_its_maximum(device):
@@ -319,6 +327,22 @@ def test_convolution_rejects_bad_stride_and_pad(device, rng, kwargs, message):
         Convolution(f32(rng, (2, 1, 3, 3), device), f32(rng, (2,), device), **kwargs)
 
 
+@pytest.mark.parametrize("bias", [0, 0.5, np.float64(0.5), np.array(0.5)], ids=["int", "float", "numpy-scalar", "0-d"])
+def test_a_scalar_bias_is_broadcast_to_every_filter_as_the_books_apply_filter_passes_it(device, rng, bias):
+    W, x = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((2, 2, 5, 5))
+    conv = Convolution(to_device(W, device), bias)
+    assert conv.b.shape == (3,) and conv.b.dtype == np.float64 and xpnet.backend.device_of(conv.b) == device
+    expected = conv2d(x, W, np.full(3, float(bias)), 1, 0)
+    np.testing.assert_allclose(to_numpy(conv.forward(to_device(x, device))), expected, rtol=1e-10)
+
+
+def test_a_scalar_bias_of_an_affine_layer_is_broadcast_too(device, rng):
+    W, x = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)
+    affine = Affine(to_device(W, device), 1)
+    assert affine.b.shape == (3,) and affine.b.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(affine.forward(to_device(x, device))), x @ W + 1, rtol=1e-6)
+
+
 def test_convolution_rejects_a_bias_of_the_wrong_shape(device, rng):
     with pytest.raises(ValueError, match=r"Convolution: b must have shape \(2,\), got \(3,\)"):
         Convolution(f32(rng, (2, 1, 3, 3), device), f32(rng, (3,), device))
@@ -379,6 +403,19 @@ def test_softmax_with_loss_rejects_labels_of_the_wrong_shape(device, rng):
         SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.array([0, 1]), device))
 
 
+def test_softmax_with_loss_takes_a_column_of_index_labels_as_the_books_chapter_7_gradient_check_gives(device, rng):
+    x, t = f32(rng, (3, 4), device), np.array([2, 0, 3])
+    column, flat = SoftmaxWithLoss(), SoftmaxWithLoss()
+    loss = column.forward(x, to_device(t.reshape(3, 1), device))
+    assert float(loss) == pytest.approx(float(flat.forward(x, to_device(t, device))), rel=1e-6)
+    np.testing.assert_allclose(to_numpy(column.backward()), to_numpy(flat.backward()), rtol=1e-6)
+
+
+def test_softmax_with_loss_names_the_counts_when_labels_and_scores_differ_in_length(device, rng):
+    with pytest.raises(ValueError, match=r"got shape \(5, 1\); 5 labels for 3 examples"):
+        SoftmaxWithLoss().forward(f32(rng, (3, 4), device), to_device(np.zeros((5, 1), np.int64), device))
+
+
 def test_softmax_with_loss_refuses_out_of_range_labels_on_the_cpu_and_gives_nan_on_the_gpu(device, rng):
     x, t = f32(rng, (2, 4), device), to_device(np.array([0, 4]), device)
     if device == "cpu":
@@ -426,3 +463,112 @@ def test_batchnorm_before_any_training_is_nearly_the_identity(device, rng):
     bn = BatchNormalization(to_device(np.ones(3, np.float32), device), to_device(np.zeros(3, np.float32), device))
     x = rng.standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(to_numpy(bn.forward(to_device(x, device), train_flg=False)), x, rtol=1e-5)
+
+
+# --- backward: the gradient must have the forward output's shape, and come after a forward -------------
+
+
+def _after_forward(rng, device):
+    """Each layer after a forward pass, with the shape of its output."""
+    def p(*shape):
+        return f32(rng, shape, device)
+
+    cases = [
+        (Relu(), p(4, 5), {}),
+        (Sigmoid(), p(4, 5), {}),
+        (Affine(p(12, 3), p(3)), p(4, 3, 2, 2), {}),
+        (Dropout(0.5), p(4, 5), {}),
+        (BatchNormalization(p(5), p(5)), p(4, 5), {}),
+        (BatchNormalization(p(3), p(3)), p(2, 3, 4, 4), {}),
+        (Convolution(p(4, 3, 3, 3), p(4)), p(2, 3, 7, 7), {}),
+        (Pooling(2, 2, stride=2), p(2, 3, 6, 6), {}),
+    ]
+    for layer, x, kwargs in cases:
+        yield layer, tuple(layer.forward(x, **kwargs).shape)
+
+
+LAYER_NAMES = ["Relu", "Sigmoid", "Affine", "Dropout", "BatchNormalization", "BatchNormalization-4d", "Convolution",
+               "Pooling"]
+
+
+def wrong_shapes(shape):
+    """Shapes a gradient must not have: one size off, an axis missing, and one that broadcasts against ``shape``."""
+    off = shape[:-1] + (shape[-1] - 1,)
+    return [off, shape[1:], (1,) + shape[1:]]
+
+
+@pytest.mark.parametrize("index", range(len(LAYER_NAMES)), ids=LAYER_NAMES)
+def test_backward_refuses_a_gradient_of_another_shape_naming_both(device, rng, index):
+    layer, shape = list(_after_forward(rng, device))[index]
+    name = type(layer).__name__
+    for wrong in wrong_shapes(shape):
+        dout = f32(rng, wrong, device)
+        with pytest.raises(ValueError, match=rf"^{name}\.backward: dout has shape {re.escape(str(wrong))}, but the "
+                                             rf"forward output had {re.escape(str(shape))}$"):
+            layer.backward(dout)
+
+
+def test_convolution_backward_with_a_wrong_dout_no_longer_returns_a_wrong_dx(device, rng):
+    conv = Convolution(f32(rng, (4, 3, 3, 3), device), f32(rng, (4,), device))
+    conv.forward(f32(rng, (2, 3, 7, 7), device))  # output (2, 4, 5, 5)
+    with pytest.raises(ValueError, match=r"dout has shape \(2, 4, 4, 4\), but the forward output had \(2, 4, 5, 5\)"):
+        conv.backward(f32(rng, (2, 4, 4, 4), device))
+
+
+def test_relu_backward_no_longer_broadcasts(device, rng):
+    relu = Relu()
+    relu.forward(f32(rng, (4, 5), device))
+    with pytest.raises(ValueError, match=r"Relu\.backward: dout has shape \(5,\), but the forward output had \(4, 5\)"):
+        relu.backward(f32(rng, (5,), device))
+
+
+BEFORE_FORWARD = [
+    lambda p: Relu(), lambda p: Sigmoid(), lambda p: Affine(p(6, 3), p(3)), lambda p: Dropout(0.5),
+    lambda p: BatchNormalization(p(3), p(3)), lambda p: Convolution(p(2, 3, 3, 3), p(2)),
+    lambda p: Pooling(2, 2, stride=2), lambda p: SoftmaxWithLoss(),
+]
+
+
+@pytest.mark.parametrize("make", BEFORE_FORWARD, ids=LAYER_NAMES[:5] + LAYER_NAMES[6:] + ["SoftmaxWithLoss"])
+def test_backward_before_forward_says_so(device, rng, make):
+    layer = make(lambda *s: f32(rng, s, device))
+    name = type(layer).__name__
+    with pytest.raises(RuntimeError, match=rf"^{name}\.backward: called before forward"):
+        layer.backward(f32(rng, (2, 3), device))
+
+
+# --- parameters: floating point, one dtype per layer -----------------------------------------------
+
+
+PARAMETER_LAYERS = [
+    ("Affine", lambda W, b: Affine(W, b), (6, 3), (3,), "W", "b"),
+    ("Convolution", lambda W, b: Convolution(W, b), (2, 3, 3, 3), (2,), "W", "b"),
+    ("BatchNormalization", lambda g, b: BatchNormalization(g, b), (3,), (3,), "gamma", "beta"),
+]
+
+
+@pytest.mark.parametrize("layer, make, shape, bias_shape, first, second", PARAMETER_LAYERS,
+                         ids=[case[0] for case in PARAMETER_LAYERS])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.complex64])
+def test_parameters_that_are_not_floating_point_are_refused(device, layer, make, shape, bias_shape, first, second,
+                                                            dtype):
+    ints = to_device(np.ones(shape, dtype), device)
+    with pytest.raises(ValueError, match=rf"^{layer}: {first} must be floating point \(float32 or float64\), got "
+                                         rf"{np.dtype(dtype)}$"):
+        make(ints, to_device(np.zeros(bias_shape, np.float32), device))
+
+
+def test_integer_weights_no_longer_make_affine_compute_in_integers(device):
+    W, b = to_device(np.array([[1], [2]]), device), to_device(np.array([0]), device)
+    with pytest.raises(ValueError, match=r"Affine: W must be floating point \(float32 or float64\), got int64"):
+        Affine(W, b)
+
+
+@pytest.mark.parametrize("layer, make, shape, bias_shape, first, second", PARAMETER_LAYERS,
+                         ids=[case[0] for case in PARAMETER_LAYERS])
+def test_parameters_of_mixed_dtypes_are_refused(device, rng, layer, make, shape, bias_shape, first, second):
+    W = to_device(rng.standard_normal(shape).astype(np.float32), device)
+    b = to_device(np.zeros(bias_shape, np.float64), device)
+    with pytest.raises(ValueError, match=rf"^{layer}: {first} is float32 but {second} is float64; the parameters of "
+                                         r"one layer share one floating dtype \(convert with \.astype\)$"):
+        make(W, b)

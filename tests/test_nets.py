@@ -1,5 +1,8 @@
 """The book's networks: gradients, devices, dtypes, and the book's defects fixed."""
 
+import pickle
+import re
+
 import numpy as np
 import pytest
 
@@ -8,6 +11,7 @@ from xpnet import to_numpy
 from xpnet.gradient import check_network_gradient
 from xpnet.layers import Dropout
 from xpnet.nets import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
+from xpnet.safe_pickle import UnsafePickleError
 
 
 def data(rng, shape, classes=10):
@@ -114,6 +118,27 @@ def test_accuracy_takes_one_hot_labels(device, rng):
     assert net.accuracy(x, np.eye(3)[t]) == net.accuracy(x, t)
 
 
+def test_accuracy_takes_a_column_of_index_labels(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNet(4, [5], 3)
+    x = rng.standard_normal((25, 4))
+    t = to_numpy(net.predict(x)).argmax(axis=1)  # labels the network gets all right
+    assert net.accuracy(x, t.reshape(-1, 1), batch_size=10) == net.accuracy(x, t, batch_size=10) == 1.0
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros(12, np.int64), r"accuracy: labels must be indices \(10,\) or one-hot \(10, 3\), got shape \(12,\); "
+                             r"12 labels for 10 examples"),
+    (np.zeros((8, 1), np.int64), r"got shape \(8, 1\); 8 labels for 10 examples"),
+    (np.full(10, 3), r"accuracy: labels must lie in 0..2, got 3..3"),
+    (np.full(10, 1.0), r"accuracy: index labels must be integers, got dtype float64"),
+])
+def test_accuracy_refuses_labels_that_do_not_fit_instead_of_returning_a_number(device, rng, labels, message):
+    xpnet.set_device(device)
+    with pytest.raises(ValueError, match=message):
+        MultiLayerNet(4, [5], 3).accuracy(rng.standard_normal((10, 4)), labels, batch_size=4)
+
+
 def test_weight_decay_adds_to_the_loss(device, rng):
     xpnet.set_device(device)
     xpnet.seed(1)
@@ -158,3 +183,144 @@ def test_load_state_checks_batchnorm_statistics_before_copying_anything(device, 
         net.load_state(state)
     for k, v in net.state().items():
         np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)
+
+
+# --- bad input: one clear line ---------------------------------------------------------------------
+
+
+def tiny_nets():
+    return {"MultiLayerNet": (MultiLayerNet(5, [4], 3), (5,)),
+            "SimpleConvNet": (small_convnet(), (1, 8, 8))}
+
+
+@pytest.mark.parametrize("name", ["MultiLayerNet", "SimpleConvNet"])
+@pytest.mark.parametrize("call", ["predict", "loss", "gradient", "accuracy"])
+def test_an_empty_batch_is_refused_in_one_line(device, name, call):
+    xpnet.set_device(device)
+    net, shape = tiny_nets()[name]
+    x, t = np.zeros((0, *shape), np.float32), np.zeros(0, np.int64)
+    args = (x,) if call == "predict" else (x, t)
+    expected = re.escape(f"{name}.{call}: the batch is empty (x has shape {(0, *shape)})")
+    with pytest.raises(ValueError, match=f"^{expected}$"):
+        getattr(net, call)(*args)
+
+
+def test_lists_are_converted_to_arrays(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNet(5, [4], 3)
+    x, t = rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6)
+    assert float(net.loss(x.tolist(), t.tolist())) == float(net.loss(x, t))
+    from_lists, from_arrays = net.gradient(x.tolist(), t.tolist()), net.gradient(x, t)
+    for key, grad in from_arrays.items():
+        np.testing.assert_array_equal(to_numpy(from_lists[key]), to_numpy(grad), err_msg=key)
+    assert net.accuracy(x.tolist(), t.tolist(), batch_size=4) == net.accuracy(x, t, batch_size=4)
+    assert to_numpy(net.predict(x.tolist())).shape == (6, 3)
+
+
+def test_inputs_that_are_not_numbers_are_refused(device):
+    xpnet.set_device(device)
+    net = MultiLayerNet(2, [4], 3)
+    with pytest.raises(ValueError, match=r"^MultiLayerNet.loss: x must hold numbers, got dtype <U1$"):
+        net.loss([["a", "b"]], [0])
+
+
+@pytest.mark.parametrize("batch_size, error", [(0, ValueError), (-5, ValueError), (2.5, TypeError)])
+def test_accuracy_refuses_a_batch_size_that_is_not_a_positive_integer(rng, batch_size, error):
+    net = MultiLayerNet(5, [4], 3)
+    x, t = data(rng, (6, 5), 3)
+    with pytest.raises(error, match=rf"^MultiLayerNet.accuracy: batch_size must be a positive integer, "
+                                    rf"got {batch_size}$"):
+        net.accuracy(x, t, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: MultiLayerNet(0, [4], 3), ValueError, r"MultiLayerNet: input_size must be a positive integer, got 0"),
+    (lambda: MultiLayerNet(5, [4, 0], 3), ValueError,
+     r"MultiLayerNet: hidden_size_list\[1\] must be a positive integer, got 0"),
+    (lambda: MultiLayerNet(5, [4], 0), ValueError, r"MultiLayerNet: output_size must be a positive integer, got 0"),
+    (lambda: MultiLayerNet(5.5, [4], 3), TypeError, r"MultiLayerNet: input_size must be a positive integer, got 5.5"),
+    (lambda: MultiLayerNetExtend(5, [-2], 3, use_batchnorm=True), ValueError,
+     r"MultiLayerNetExtend: hidden_size_list\[0\] must be a positive integer, got -2"),
+    (lambda: SimpleConvNet(input_dim=(1, 0, 28)), ValueError,
+     r"SimpleConvNet: input_dim\[1\] must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(input_dim=(1, 28)), ValueError,
+     r"SimpleConvNet: input_dim must be \(C, H, W\), got \(1, 28\)"),
+    (lambda: SimpleConvNet(conv_param={"filter_num": 0}), ValueError,
+     r"SimpleConvNet: conv_param\['filter_num'\] must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(conv_param={"filter_size": 0}), ValueError,
+     r"SimpleConvNet: conv_param\['filter_size'\] must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(conv_param={"pad": -1}), ValueError,
+     r"SimpleConvNet: conv_param\['pad'\] must be an integer >= 0, got -1"),
+    (lambda: SimpleConvNet(hidden_size=0), ValueError, r"SimpleConvNet: hidden_size must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(output_size=0), ValueError, r"SimpleConvNet: output_size must be a positive integer, got 0"),
+    (lambda: DeepConvNet(hidden_size=0), ValueError, r"DeepConvNet: hidden_size must be a positive integer, got 0"),
+    (lambda: DeepConvNet(conv_param_3={"filter_num": 0}), ValueError,
+     r"DeepConvNet: conv_param_3\['filter_num'\] must be a positive integer, got 0"),
+    (lambda: DeepConvNet(conv_param_1={"stride": 0}), ValueError,
+     r"DeepConvNet: conv_param_1\['stride'\] must be a positive integer, got 0"),
+    (lambda: DeepConvNet(input_dim=(0, 28, 28)), ValueError,
+     r"DeepConvNet: input_dim\[0\] must be a positive integer, got 0"),
+], ids=lambda value: "" if callable(value) or isinstance(value, type) else value.split(":")[0] + value.split(":")[1][:20])
+def test_sizes_that_are_not_positive_integers_are_named(make, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        make()
+
+
+@pytest.mark.parametrize("key", ["W1", "BatchNorm1.running_var"])
+def test_load_state_refuses_values_that_are_not_floating_point_and_copies_nothing(device, rng, key):
+    xpnet.set_device(device)
+    net = MultiLayerNetExtend(5, [4], 3, use_batchnorm=True)
+    net.loss(rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6))  # running statistics exist
+    before = {k: to_numpy(v).copy() for k, v in net.state().items()}
+    state = {k: to_numpy(v) + 1 for k, v in net.state().items()}
+    state[key] = state[key].astype(np.int64)
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}'? is int64, expected float32 like the network's"):
+        net.load_state(state)
+    for k, v in net.state().items():
+        np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)
+
+
+# --- the book's pickled weights ------------------------------------------------------------------
+
+
+def book_pickle(path, net, rng):
+    """Weights for ``net`` as the book's own class pickles them: a dict of float64 arrays, protocol 4."""
+    params = {k: 0.3 * rng.standard_normal(p.shape) for k, p in net.params.items()}
+    path.write_bytes(pickle.dumps(params, protocol=4))
+    return params
+
+
+def test_a_book_pickle_of_simple_convnet_loads_safely_and_unchanged(device, rng, tmp_path):
+    xpnet.set_device(device)
+    net, reference = small_convnet(), small_convnet()
+    params = book_pickle(tmp_path / "params.pkl", net, rng)
+    net.load_params(tmp_path / "params.pkl")
+    reference.load_state(params)
+    assert net.params["W1"].dtype == np.float32 and net.device == device
+    x = rng.standard_normal((3, 1, 8, 8))
+    np.testing.assert_array_equal(to_numpy(net.predict(x)), to_numpy(reference.predict(x)))
+
+
+def test_a_book_pickle_of_deep_convnet_gives_the_books_test_time_scores(device, rng, tmp_path):
+    """The book's Dropout scales by 0.5 at test time after Relu7 and after Affine2: scores 0.5 (0.5 h W8 + b8)."""
+    xpnet.set_device(device)
+    net, raw = DeepConvNet(), DeepConvNet()
+    params = book_pickle(tmp_path / "deep_convnet_params.pkl", net, rng)
+    net.load_params(tmp_path / "deep_convnet_params.pkl")
+    raw.load_state(params)
+    x = rng.random((2, 1, 28, 28))
+    h = xpnet.to_device(x, device)
+    for name, layer in raw.layers.items():
+        if name == "Dropout1":
+            break
+        h = layer.forward(h)
+    W8, b8 = params["W8"].astype(np.float32), params["b8"].astype(np.float32)
+    books_scores = 0.5 * ((0.5 * to_numpy(h)) @ W8 + b8)
+    np.testing.assert_allclose(to_numpy(net.predict(x)), books_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hostile_pickle_is_refused_by_load_params(tmp_path):
+    path = tmp_path / "params.pkl"  # what pickle.dumps writes for an object whose __reduce__ is (os.system, ("true",))
+    path.write_bytes(b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94.")
+    with pytest.raises(UnsafePickleError, match="params.pkl: refused the global posix.system"):
+        small_convnet().load_params(path)

@@ -216,6 +216,42 @@ def test_each_optimizer_minimizes_the_books_function(device, name):
     assert abs(x) < 1e-2 and abs(y) < 1e-2, (name, x, y)
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_python_float_parameters_are_replaced_by_their_update_as_in_the_books_chapter_6_sketch(name):
+    """The book's optimizer_compare_naive.py keeps x and y as floats and gives float gradients."""
+    params = {"x": -7.0, "y": 2.0}
+    optimizer = get_optimizer(name, lr=0.1)
+    gradients = []
+    for _ in range(3):
+        grads = {"x": params["x"] / 10.0, "y": 2.0 * params["y"]}
+        gradients.append(grads)
+        optimizer.update(params, grads)
+        assert type(params["x"]) is float and type(params["y"]) is float
+    for key, start in (("x", -7.0), ("y", 2.0)):
+        reference = reference_steps(name, {"lr": 0.1}, [start], [np.array([g[key]]) for g in gradients])
+        assert params[key] == pytest.approx(float(reference[-1][0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", [np.float32, np.float64])
+def test_numpy_scalar_parameters_keep_their_type(kind):
+    params = {"w": kind(1.5)}
+    SGD(lr=0.5).update(params, {"w": 1.0})
+    assert type(params["w"]) is kind and params["w"] == kind(1.0)
+
+
+def test_zero_d_array_parameters_are_updated_in_place_and_take_python_float_gradients(device):
+    w = to_device(np.array(3.0, dtype=np.float32), device)
+    params = {"w": w}
+    Momentum(lr=0.5).update(params, {"w": 2.0})
+    assert params["w"] is w and w.dtype == np.float32
+    assert float(to_numpy(w)) == pytest.approx(2.0)
+
+
+def test_a_scalar_parameter_with_an_array_gradient_is_an_error():
+    with pytest.raises(ValueError, match=r"SGD: 'x' is a scalar, but its gradient has shape \(2,\)"):
+        SGD().update({"x": 1.0}, {"x": np.ones(2)})
+
+
 def test_adamw_decays_the_weights_without_a_gradient(device):
     params = to_device({"W": np.full((2, 2), 2.0, np.float32)}, device)
     optimizer = AdamW(lr=0.1, weight_decay=0.5)

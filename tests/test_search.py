@@ -169,8 +169,9 @@ def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeati
     study = load(storage, "s")
     trials = finished(study)
     n = len(trials)
-    assert len(study.trials) == n and 18 <= n <= 20  # the workers stop together at the study's total
-    assert sorted(t.number for t in trials) == list(range(n))
+    assert n == 18  # the workers stop together at the study's total
+    # Others: only trials begun at the same instant as the last one, stopped before training (not counted).
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t not in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == n
     assert len({t.user_attrs["worker"] for t in trials}) == 3
 

@@ -85,11 +85,15 @@ def test_losses_stay_on_the_device_until_read_then_become_floats(xp):
 # --- divergence ----------------------------------------------------------------------------------
 
 
-def test_the_first_bad_loss_is_named_with_its_step_and_epoch():
+def test_the_first_bad_loss_is_named_with_its_step_and_epoch(tmp_path, monkeypatch):
     check_losses([0.5, 0.4], first_step=7, epoch=2)
     with pytest.raises(TrainingDivergedError, match=r"the loss became inf at step 8 \(epoch 2\); "
                                                     r"try a smaller learning rate$"):
         check_losses([0.5, float("inf"), float("nan")], first_step=7, epoch=2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingDivergedError, match="no checkpoint was written to run.npz$"):
+        check_losses([float("nan")], first_step=1, epoch=1, checkpoint_path="run.npz")
+    (tmp_path / "run.npz").write_bytes(b"a good checkpoint")
     with pytest.raises(TrainingDivergedError, match="the last good checkpoint, run.npz, is unchanged"):
         check_losses([float("nan")], first_step=1, epoch=1, checkpoint_path="run.npz")
 
@@ -137,13 +141,13 @@ def test_a_run_saved_mid_epoch_resumes_with_its_state_history_and_seconds(device
     network, optimizer = trained_pair(device)
     history = {"train_loss_list": [1.1, 1.0, 0.9], "train_acc_list": [0.5], "test_acc_list": [0.4],
                "epoch_times": [2.5]}
-    save_training(tmp_path / "run.npz", network, optimizer, epoch=1, step=1, seed=7, epoch_seconds=1.25,
+    save_training(tmp_path / "run.npz", network, optimizer, epoch=1, step=1, examples=4, seed=7, epoch_seconds=1.25,
                   history=history)
     xpnet.seed(1)
     other, fresh = MultiLayerNet(4, [5], 3), Adam()
     said = []
-    resumed = load_training(tmp_path / "run.npz", other, fresh, iter_per_epoch=2, say=said.append)
-    assert (resumed.epoch, resumed.step, resumed.seed, resumed.epoch_seconds) == (1, 1, 7, 1.25)
+    resumed = load_training(tmp_path / "run.npz", other, fresh, train_size=8, batch_size=3, say=said.append)
+    assert (resumed.epoch, resumed.step, resumed.examples, resumed.seed, resumed.epoch_seconds) == (1, 1, 4, 7, 1.25)
     assert resumed.history == history
     for name, value in network.params.items():
         np.testing.assert_array_equal(to_numpy(other.params[name]), to_numpy(value))
@@ -154,20 +158,33 @@ def test_hyperparameters_kept_on_resume_are_said(tmp_path):
     network, optimizer = trained_pair("cpu")
     save_training(tmp_path / "run.npz", network, optimizer, epoch=1, step=0, seed=7, epoch_seconds=0.0, history={})
     said, fresh = [], Adam(lr=0.05)
-    resumed = load_training(tmp_path / "run.npz", network, fresh, iter_per_epoch=2, keep=("lr",), say=said.append)
+    resumed = load_training(tmp_path / "run.npz", network, fresh, train_size=8, batch_size=4, keep=("lr",),
+                            say=said.append)
     assert (fresh.lr, fresh.beta2) == (0.05, 0.99)
     assert said == ["resuming with lr=0.05 (the checkpoint's was 0.003)"]
     assert resumed.epoch_seconds == 0.0  # saved between epochs
 
 
-def test_a_checkpoint_of_another_optimizer_or_batch_size_is_refused(tmp_path):
+def test_a_checkpoint_of_another_optimizer_or_of_more_data_is_refused(tmp_path):
     network, optimizer = trained_pair("cpu")
     path = tmp_path / "run.npz"
-    save_training(path, network, optimizer, epoch=1, step=3, seed=7, epoch_seconds=0.5, history={})
+    save_training(path, network, optimizer, epoch=1, step=3, examples=12, seed=7, epoch_seconds=0.5, history={})
     with pytest.raises(ValueError, match="holds the state of Adam, but this run uses SGD"):
-        load_training(path, network, SGD(), iter_per_epoch=4)
-    with pytest.raises(ValueError, match="stopped after step 3 of an epoch, but this run has 2 steps per epoch"):
-        load_training(path, network, Adam(), iter_per_epoch=2)
+        load_training(path, network, SGD(), train_size=16, batch_size=4)
+    with pytest.raises(ValueError, match=r"stopped after 12 examples \(3 steps\) of an epoch, but this run has 8 "
+                                         r"training examples"):
+        load_training(path, network, Adam(), train_size=8, batch_size=4)
+
+
+def test_the_position_in_an_epoch_is_its_examples_seen_whatever_the_batch_size(tmp_path):
+    network, optimizer = trained_pair("cpu")
+    path = tmp_path / "run.npz"
+    save_training(path, network, optimizer, epoch=1, step=3, examples=12, ranks=2, seed=7, epoch_seconds=0.5,
+                  history={})
+    assert load_training(path, network, Adam(), train_size=16, batch_size=5).examples == 12
+    save_training(path, network, optimizer, epoch=1, step=3, seed=7, epoch_seconds=0.5, history={})
+    # a checkpoint that does not record them (written before they were): step batches of this run's size
+    assert load_training(path, network, Adam(), train_size=16, batch_size=4).examples == 12
 
 
 # --- progress --------------------------------------------------------------------------------------
@@ -201,7 +218,7 @@ def test_data_and_labels_are_checked_against_each_other_and_the_network():
         check_data("training", x[:0], np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="test one-hot labels have 4 columns but the network has 3 outputs"):
         check_labels(network, x, np.zeros((6, 4), dtype=np.float32), "test")
-    with pytest.raises(ValueError, match="must be integer class indices or one-hot rows, got dtype float32"):
+    with pytest.raises(ValueError, match="test labels: index labels must be integers, got dtype float32"):
         check_labels(network, x, np.zeros(6, dtype=np.float32), "test")
 
 

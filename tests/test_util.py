@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+import xpnet
 from xpnet import to_device, to_numpy
-from xpnet.util import col2im, conv_output_size, im2col
+from xpnet.util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curve
 
 
 @pytest.mark.parametrize(
@@ -134,3 +135,57 @@ def test_pad_channels_last_into_a_given_buffer_matches_a_new_one(xp, device, rng
     expected = np.pad(to_numpy(x), ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), constant_values=fill)
     np.testing.assert_array_equal(to_numpy(padded), expected)
     np.testing.assert_array_equal(to_numpy(pad_channels_last(x, pad_h, pad_w, fill=fill)), expected)
+
+
+# --- the book's helpers for chapter 6 ---------------------------------------------------------
+
+
+def kaiser_average(values):
+    """Each value replaced by its 11 neighbours weighted by a Kaiser window (beta 2); at the start the series
+    is mirrored about its first value, at the end about a point after its last value (the book's ends)."""
+    n, w = len(values), np.kaiser(11, 2)
+    out = np.empty(n)
+    for i in range(n):
+        total = 0.0
+        for j in range(11):
+            k = i - 5 + j
+            k = -k if k < 0 else 2 * n - 1 - k if k >= n else k
+            total += w[j] * values[k]
+        out[i] = total / w.sum()
+    return out
+
+
+def test_smooth_curve_is_a_kaiser_weighted_moving_average(rng):
+    losses = list(rng.random(40))
+    smoothed = smooth_curve(losses)
+    assert smoothed.shape == (40,) and smoothed.dtype == np.float64
+    np.testing.assert_allclose(smoothed, kaiser_average(losses), rtol=1e-12)
+    np.testing.assert_allclose(smooth_curve(np.full(12, 2.5)), 2.5, rtol=1e-12)
+
+
+def test_smooth_curve_takes_losses_as_device_scalars(device, rng):
+    losses = rng.random(15)
+    on_device = [to_device(np.array(v, dtype=np.float32), device) for v in losses]
+    np.testing.assert_allclose(smooth_curve(on_device), kaiser_average(losses.astype(np.float32)), rtol=1e-6)
+
+
+def test_smooth_curve_needs_six_values():
+    with pytest.raises(ValueError, match=r"smooth_curve: needs a 1-D sequence of at least 6 values, got shape \(5,\)"):
+        smooth_curve([1.0] * 5)
+
+
+def test_shuffle_dataset_keeps_examples_and_labels_together(device, rng):
+    x = to_device(np.arange(40, dtype=np.float32).reshape(10, 1, 2, 2), device)
+    t = to_device(np.arange(10), device)
+    xpnet.seed(3)
+    xs, ts = shuffle_dataset(x, t)
+    assert xpnet.backend.device_of(xs) == device and xs.shape == x.shape
+    np.testing.assert_array_equal(to_numpy(xs)[:, 0, 0, 0], 4 * to_numpy(ts))
+    assert sorted(to_numpy(ts)) == list(range(10)) and list(to_numpy(ts)) != list(range(10))
+    xpnet.seed(3)
+    np.testing.assert_array_equal(to_numpy(shuffle_dataset(x, t)[1]), to_numpy(ts))  # xpnet.seed makes it repeatable
+
+
+def test_shuffle_dataset_refuses_different_lengths():
+    with pytest.raises(ValueError, match="shuffle_dataset: 3 examples but 2 labels"):
+        shuffle_dataset(np.zeros((3, 2)), np.zeros(2))

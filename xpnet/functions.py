@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from .backend import get_array_module
 
-__all__ = ["sigmoid", "relu", "softmax", "log_softmax", "cross_entropy_error"]
+__all__ = [
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "log_softmax",
+    "sum_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
+]
+
+
+def identity_function(x):
+    """The output function of regression (chapter 3): ``x`` itself."""
+    return x
+
+
+def step_function(x):
+    """1 where x > 0, else 0, as integers (int64), the book's first activation."""
+    xp = get_array_module(x)
+    return (xp.asarray(x) > 0).astype(xp.int64)
 
 
 def sigmoid(x):
@@ -17,9 +40,20 @@ def sigmoid(x):
     return 0.5 * (1.0 + xp.tanh(0.5 * x))
 
 
+def sigmoid_grad(x):
+    """d sigmoid / dx = (1 - sigmoid(x)) sigmoid(x)."""
+    y = sigmoid(x)
+    return (1.0 - y) * y
+
+
 def relu(x):
     """max(x, 0), element by element, in ``x``'s dtype."""
     return get_array_module(x).maximum(x, 0)
+
+
+def relu_grad(x):
+    """1 where x >= 0, else 0, in x's dtype (the book takes the derivative at 0 to be 1)."""
+    return (x >= 0).astype(x.dtype)
 
 
 def log_softmax(x):
@@ -35,6 +69,12 @@ def softmax(x):
     shifted = x - x.max(axis=-1, keepdims=True)
     e = xp.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def sum_squared_error(y, t):
+    """0.5 * sum((y - t)^2) over every element (not a mean, as in the book); a 0-d array."""
+    d = y - t
+    return 0.5 * (d * d).sum()
 
 
 def cross_entropy_error(y, t):
@@ -61,3 +101,8 @@ def cross_entropy_error(y, t):
     if t.shape == y.shape:
         return -(t * log_y).sum(axis=1).mean()
     return -xp.take_along_axis(log_y, t.reshape(-1, 1).astype(xp.intp), axis=1).mean()
+
+
+def softmax_loss(X, t):
+    """Mean cross entropy of the softmax of scores ``X`` (N, K) against labels ``t`` (the book's names)."""
+    return cross_entropy_error(softmax(X), t)

@@ -14,7 +14,7 @@ from .backend import device_of, get_array_module, host_rng, to_device, to_numpy
 from .backend import seed as set_seed
 from .layers import BatchNormalization
 
-__all__ = ["numerical_gradient", "layer_gradients", "check_layer_gradient", "check_network_gradient", "GradientCheckError"]
+__all__ = ["numerical_gradient", "numerical_gradient_2d", "layer_gradients", "check_layer_gradient", "check_network_gradient", "GradientCheckError"]
 
 PARAM_GRADS = (("W", "dW"), ("b", "db"), ("gamma", "dgamma"), ("beta", "dbeta"))
 
@@ -44,6 +44,21 @@ def numerical_gradient(f, x, h=1e-4):
         f_minus = float(f(x))
         flat_x[i] = original
         flat_grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def numerical_gradient_2d(f, X, h=1e-4):
+    """The gradient of ``f`` at each row of ``X`` (N, D), as the book's chapter 4 plots it for many points.
+
+    ``f`` takes one point (D,); row i of the result is the gradient of ``f``
+    at ``X[i]``. A 1-D ``X`` is one point (:func:`numerical_gradient`).
+    """
+    if X.ndim == 1:
+        return numerical_gradient(f, X, h)
+    xp = get_array_module(X)
+    grad = xp.zeros_like(X)
+    for i in range(X.shape[0]):
+        grad[i] = numerical_gradient(f, X[i], h)
     return grad
 
 

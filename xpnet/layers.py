@@ -7,6 +7,14 @@ never produce float64), an input on another device is an error that says
 how to move it. Gradients are kept as attributes (``dW``, ``db``,
 ``dgamma``, ``dbeta``) after ``backward``.
 
+Parameters are floating point, one dtype per layer: integer, boolean or
+complex weights, and a float64 bias beside float32 weights, are a
+ValueError, never converted (a converted copy would no longer be the array
+the network and its optimizer update). ``backward(dout)`` needs a
+``forward`` first (else a RuntimeError) and a ``dout`` of exactly the
+forward output's shape (else a ValueError naming both shapes; nothing is
+broadcast).
+
 Fixed relative to the book, each noted where it happens:
 
 * ``Relu.backward`` no longer overwrites the caller's gradient array.
@@ -25,6 +33,7 @@ from __future__ import annotations
 from . import backend, kernels
 from .backend import DeviceError, get_array_module
 from .functions import log_softmax, relu, sigmoid
+from .labels import class_indices
 from .util import (
     add_windows_channels_last,
     channels_last,
@@ -97,9 +106,40 @@ def _check_rank(layer, x, ranks, what):
         raise ValueError(f"{layer}: input must be {what}, got shape {tuple(x.shape)}")
 
 
+def _check_param_dtypes(layer, **params):
+    """Parameters are floating point and share one dtype (a float64 bias would make float32 outputs float64)."""
+    for name, array in params.items():
+        if array.dtype.kind != "f":
+            raise ValueError(f"{layer}: {name} must be floating point (float32 or float64), got {array.dtype}")
+    (first, a), *others = params.items()
+    for name, array in others:
+        if array.dtype != a.dtype:
+            raise ValueError(f"{layer}: {first} is {a.dtype} but {name} is {array.dtype}; the parameters of one layer "
+                             f"share one floating dtype (convert with .astype)")
+
+
+def _check_dout(layer, dout, shape):
+    """``dout`` of the forward output's ``shape`` (None: no forward yet); no broadcasting."""
+    if shape is None:
+        raise RuntimeError(f"{layer}.backward: called before forward")
+    got = tuple(getattr(dout, "shape", ()))
+    if got != tuple(shape):
+        raise ValueError(f"{layer}.backward: dout has shape {got}, but the forward output had {tuple(shape)}")
+
+
 def _check_param_shape(layer, name, array, shape):
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{layer}: {name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
+
+
+def _bias(layer, b, W, size):
+    """The bias of a layer: an array of shape (size,) as given; a scalar (a number or a 0-d array, as the
+    book's apply_filter.py passes ``0``) broadcast to ``size`` copies on W's device, in W's dtype."""
+    if getattr(b, "ndim", 0) == 0:
+        value = backend.to_numpy(b).item() if hasattr(b, "shape") else b
+        return get_array_module(W).full(size, value, dtype=W.dtype)
+    _check_param_shape(layer, "b", b, (size,))
+    return b
 
 
 def _output_size(layer, axis, size, window, stride, pad):
@@ -130,6 +170,7 @@ class Relu:
         return _restore_order(out, self._back)
 
     def backward(self, dout):
+        _check_dout("Relu", dout, None if self.mask is None else self.mask.shape)
         if self._back is None:
             return dout * self.mask
         return _restore_order(channels_last(dout) * channels_last(self.mask), self._back)
@@ -146,6 +187,7 @@ class Sigmoid:
         return self.out
 
     def backward(self, dout):
+        _check_dout("Sigmoid", dout, None if self.out is None else self.out.shape)
         return dout * (1.0 - self.out) * self.out
 
 
@@ -155,15 +197,17 @@ class Sigmoid:
 class Affine:
     """y = x W + b.
 
-    ``W`` (D, M), ``b`` (M,); ``x`` is (N, D) or any (N, ...) whose trailing
-    dimensions multiply to D (an image batch from a convolution). ``dx`` has
-    ``x``'s shape.
+    ``W`` (D, M), ``b`` (M,) (a scalar is broadcast to M copies), floating
+    point of one dtype (else a ValueError); ``x`` is (N, D) or any (N, ...)
+    whose trailing dimensions multiply to D (an image batch from a
+    convolution), cast to ``W``'s dtype. ``dx`` has ``x``'s shape.
     """
 
     def __init__(self, W, b):
         if W.ndim != 2:
             raise ValueError(f"Affine: W must be 2-D (D, M), got shape {tuple(W.shape)}")
-        _check_param_shape("Affine", "b", b, (W.shape[1],))
+        b = _bias("Affine", b, W, W.shape[1])
+        _check_param_dtypes("Affine", W=W, b=b)
         self.W, self.b = W, b
         self.x = None
         self.original_x_shape = None
@@ -185,6 +229,7 @@ class Affine:
         return x @ self.W + self.b
 
     def backward(self, dout):
+        _check_dout("Affine", dout, None if self.x is None else (self.x.shape[0], self.W.shape[1]))
         dout = dout.astype(self.W.dtype, copy=False)
         self.dW = self.x.T @ dout
         self.db = dout.sum(axis=0)
@@ -195,7 +240,7 @@ class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy loss.
 
     ``forward(x, t)``: scores ``x`` (N, K); labels ``t`` as class indices (N,)
-    or as rows (N, K) of target probabilities, one-hot or not. Returns the
+    or (N, 1), or as rows (N, K) of target probabilities, one-hot or not. Returns the
     loss as a 0-d array on ``x``'s device (read it with ``float(loss)``).
     ``backward(dout=1)`` returns (N, K).
 
@@ -223,17 +268,10 @@ class SoftmaxWithLoss:
                 f"SoftmaxWithLoss: the scores are on {backend.device_of(x)} but the labels are on "
                 f"{backend.device_of(t)}; move the labels with xpnet.to_device(t, {backend.device_of(x)!r})"
             )
-        if t.shape == x.shape:
+        indices = class_indices(t, n, k, "SoftmaxWithLoss")
+        if indices is None:
             return self._forward_rows(x, t)
-        if t.shape != (n,):
-            raise ValueError(
-                f"SoftmaxWithLoss: labels must be indices ({n},) or one-hot ({n}, {k}), got shape {tuple(t.shape)}"
-            )
-        if t.dtype.kind not in "iu":
-            raise ValueError(f"SoftmaxWithLoss: index labels must be integers, got dtype {t.dtype}")
-        if xp.__name__ == "numpy" and n and (t.min() < 0 or t.max() >= k):
-            raise ValueError(f"SoftmaxWithLoss: labels must lie in 0..{k - 1}, got {t.min()}..{t.max()}")
-        self.t = t.astype(xp.intp, copy=False)
+        self.t = indices.astype(xp.intp, copy=False)
         if kernels.active(xp):
             self.y, row_loss = kernels.softmax_cross_entropy(xp.ascontiguousarray(x), self.t)
             self.loss = row_loss.mean()
@@ -256,6 +294,8 @@ class SoftmaxWithLoss:
         return self.loss
 
     def backward(self, dout=1):
+        if self.y is None:
+            raise RuntimeError("SoftmaxWithLoss.backward: called before forward")
         xp = get_array_module(self.y)
         n = self.y.shape[0]
         if self.t.ndim == 2:
@@ -293,6 +333,7 @@ class Dropout:
         return x * self.mask
 
     def backward(self, dout):
+        _check_dout("Dropout", dout, None if self.mask is None else self.mask.shape)
         return dout * self.mask
 
 
@@ -315,6 +356,13 @@ class BatchNormalization:
     to move them); they are cast to ``gamma``'s dtype, so float64 statistics
     never turn a float32 layer into float64. Either may be given alone: the
     missing one starts at zeros (mean) or ones (variance).
+
+    ``sync`` is None (statistics of this process's batch) or an object whose
+    ``statistics(x, axes)`` returns the batch mean and variance over the
+    batches of every process and whose ``gradient_means(dxn, xn, axes)``
+    returns the matching means in ``backward``: the synchronized batch
+    normalization of data-parallel training (see
+    :func:`xpnet.distributed.synchronize_batch_norm`).
     """
 
     eps = 1e-6
@@ -324,6 +372,7 @@ class BatchNormalization:
         if gamma.ndim != 1:
             raise ValueError(f"BatchNormalization: gamma must be 1-D, got shape {tuple(gamma.shape)}")
         _check_param_shape("BatchNormalization", "beta", beta, gamma.shape)
+        _check_param_dtypes("BatchNormalization", gamma=gamma, beta=beta)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum}")
         self.gamma, self.beta = gamma, beta
@@ -336,6 +385,7 @@ class BatchNormalization:
                            else self._as_statistic("running_var", running_var, gamma))
         self.running_mean, self.running_var = running_mean, running_var
         self.train_flg = True
+        self.sync = None
         self.xn = None
         self.std = None
         self.dgamma = None
@@ -373,9 +423,13 @@ class BatchNormalization:
             self.running_mean = xp.zeros(x.shape[1], dtype=x.dtype)
             self.running_var = xp.ones(x.shape[1], dtype=x.dtype)
         if train_flg:
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(shape)
-            var = (xc * xc).mean(axis=axes)
+            if self.sync is None:
+                mu = x.mean(axis=axes)
+                xc = x - mu.reshape(shape)
+                var = (xc * xc).mean(axis=axes)
+            else:
+                mu, var = self.sync.statistics(x, axes)
+                xc = x - mu.reshape(shape)
             m = self.momentum
             self.running_mean = m * self.running_mean + (1.0 - m) * mu
             self.running_var = m * self.running_var + (1.0 - m) * var
@@ -387,6 +441,7 @@ class BatchNormalization:
         return self.gamma.reshape(shape) * self.xn + self.beta.reshape(shape)
 
     def backward(self, dout):
+        _check_dout("BatchNormalization", dout, None if self.xn is None else self.xn.shape)
         dout = dout.astype(self.gamma.dtype, copy=False)
         axes, shape = self._axes(dout)
         self.dbeta = dout.sum(axis=axes)
@@ -395,9 +450,11 @@ class BatchNormalization:
         if not self.train_flg:  # the running statistics are constants
             return dxn / self.std
         # d/dx of (x - batch mean) / batch std, in closed form.
-        mean_dxn = dxn.mean(axis=axes).reshape(shape)
-        mean_dxn_xn = (dxn * self.xn).mean(axis=axes).reshape(shape)
-        return (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+        if self.sync is None:
+            mean_dxn, mean_dxn_xn = dxn.mean(axis=axes), (dxn * self.xn).mean(axis=axes)
+        else:
+            mean_dxn, mean_dxn_xn = self.sync.gradient_means(dxn, self.xn, axes)
+        return (dxn - mean_dxn.reshape(shape) - self.xn * mean_dxn_xn.reshape(shape)) / self.std
 
 
 # --- convolution and pooling ----------------------------------------------------
@@ -406,7 +463,8 @@ class BatchNormalization:
 class Convolution:
     """2-D convolution (cross-correlation, as in the book) by im2col and one matrix product.
 
-    ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases. ``forward`` takes
+    ``W`` (FN, C, FH, FW) filters, ``b`` (FN,) biases (a scalar is broadcast to
+    FN copies: ``Convolution(W, 0)``). ``forward`` takes
     (N, C, H, W) and returns (N, FN, OH, OW) with
     ``OH = floor((H + 2*pad - FH) / stride) + 1`` (likewise OW).
 
@@ -426,7 +484,8 @@ class Convolution:
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
             raise ValueError(f"Convolution: W must be 4-D (FN, C, FH, FW), got shape {tuple(W.shape)}")
-        _check_param_shape("Convolution", "b", b, (W.shape[0],))
+        b = _bias("Convolution", b, W, W.shape[0])
+        _check_param_dtypes("Convolution", W=W, b=b)
         self.W, self.b = W, b
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
         self.pad = _check_positive_int("Convolution", "pad", pad, 0)
@@ -497,6 +556,14 @@ class Convolution:
         dx = kernels.col2im(d @ self.W.reshape(fn, -1), (n, h, w, c), fh, fw, self.stride, self.pad, out_h, out_w)
         return dx.transpose(0, 3, 1, 2)
 
+    def _output_shape(self):
+        """(N, FN, OH, OW) of the last forward, or None before any."""
+        if self.x_shape is None:
+            return None
+        n, _, h, w = self.x_shape
+        fn, _, fh, fw = self.W.shape
+        return n, fn, conv_output_size(h, fh, self.stride, self.pad), conv_output_size(w, fw, self.stride, self.pad)
+
     def _gathers_input_gradient(self):
         """Whether dx is better computed as a convolution of dout with the flipped filters.
 
@@ -509,6 +576,7 @@ class Convolution:
         return self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
 
     def backward(self, dout):
+        _check_dout("Convolution", dout, self._output_shape())
         xp = get_array_module(dout)
         fn, c, fh, fw = self.W.shape
         n, _, h, w = self.x_shape
@@ -554,9 +622,8 @@ class Pooling:
     """Max (default) or average pooling over ``pool_h`` x ``pool_w`` windows.
 
     (N, C, H, W) in, (N, C, OH, OW) out with ``OH = floor((H + 2*pad -
-    pool_h) / stride) + 1``. Note the default ``stride=1``, the book's
-    until 2020; its current code has ``stride=2``, and its networks pass
-    ``stride=2`` for 2x2 pooling either way. ``pad`` must be smaller than
+    pool_h) / stride) + 1``. ``stride`` defaults to 2, as in the book, so
+    ``Pooling(2, 2)`` halves each side. ``pad`` must be smaller than
     the window, so that every window holds at least one real pixel.
 
     Fixed relative to the book: the output size accounts for ``pad`` (the
@@ -569,7 +636,7 @@ class Pooling:
     a strided elementwise operation on the whole batch.
     """
 
-    def __init__(self, pool_h, pool_w, stride=1, pad=0, mode="max"):
+    def __init__(self, pool_h, pool_w, stride=2, pad=0, mode="max"):
         self.pool_h = _check_positive_int("Pooling", "pool_h", pool_h, 1)
         self.pool_w = _check_positive_int("Pooling", "pool_w", pool_w, 1)
         self.stride = _check_positive_int("Pooling", "stride", stride, 1)
@@ -583,6 +650,14 @@ class Pooling:
         self.mode = mode
         self.x_shape = None
         self.arg_max = None
+
+    def _output_shape(self):
+        """(N, C, OH, OW) of the last forward, or None before any."""
+        if self.x_shape is None:
+            return None
+        n, c, h, w = self.x_shape
+        return (n, c, conv_output_size(h, self.pool_h, self.stride, self.pad),
+                conv_output_size(w, self.pool_w, self.stride, self.pad))
 
     def forward(self, x):
         x = _as_float_array(x)
@@ -619,6 +694,7 @@ class Pooling:
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
+        _check_dout("Pooling", dout, self._output_shape())
         xp = get_array_module(dout)
         n, c, h, w = self.x_shape
         p, ph, pw = self.pad, self.pool_h, self.pool_w

@@ -2,7 +2,9 @@
 
 ``params`` and ``grads`` are dicts name -> array (NumPy or CuPy). Every
 update happens in place on the parameter arrays, so layers holding
-references to them (``Affine.W``, ...) see the new values. The state of an
+references to them (``Affine.W``, ...) see the new values; a parameter that
+is a Python number or a NumPy scalar is replaced in the dict by its new
+value, as the book's ``params[key] -= ...`` does. The state of an
 optimizer (``v``, ``h``, ``m``, ``iter``) lives on each parameter's device,
 in its dtype, created with ``xp.zeros_like`` on the first update: float32
 parameters stay float32 (hyperparameters are Python floats, so NEP 50
@@ -77,13 +79,40 @@ class Optimizer:
     # --- the update -------------------------------------------------------------
 
     def update(self, params, grads):
-        """Update ``params[k]`` in place for every ``k`` in ``grads``."""
+        """Update ``params[k]`` for every ``k`` in ``grads``: arrays in place, scalars by a new dict entry.
+
+        A parameter that is a Python number or a NumPy scalar (the book's
+        chapter 6 sketch of optimizers on f(x, y) uses floats) cannot change in
+        place, so ``params[k]`` is replaced by its updated value, of the same
+        kind (a Python float, or a NumPy scalar of the same dtype), as the
+        book's ``params[key] -= ...`` does. Its gradient may be a Python number.
+        """
+        grads = {key: self._scalar_gradient(key, params.get(key), grad) for key, grad in grads.items()}
         self._check(params, grads)
         self.iter += 1
         self._begin()
         for key, grad in grads.items():
             param = params[key]
-            self._step(get_array_module(param), key, param, grad)
+            if _is_scalar(param):
+                xp = get_array_module(param)  # NumPy: a scalar lives on the host
+                value = xp.array(param, dtype=xp.result_type(param, 0.0))
+                self._step(xp, key, value, grad.astype(value.dtype, copy=False))
+                params[key] = value[()] if isinstance(param, xp.generic) else value.item()
+            else:
+                self._step(get_array_module(param), key, param, grad)
+
+    def _scalar_gradient(self, key, param, grad):
+        """A scalar gradient (a Python number, or any 0-d array of a scalar parameter) as a 0-d array:
+        on the host for a scalar parameter, else on the parameter's device in its dtype."""
+        if _is_scalar(param):
+            grad = backend.to_numpy(grad)
+            if grad.shape != ():
+                raise ValueError(f"{type(self).__name__}: {key!r} is a scalar, but its gradient has shape "
+                                 f"{tuple(grad.shape)}")
+            return grad
+        if isinstance(grad, (int, float)) and not isinstance(grad, bool) and getattr(param, "shape", None) == ():
+            return get_array_module(param).asarray(grad, dtype=param.dtype)
+        return grad
 
     def _begin(self):
         """Per-update work shared by all parameters (Adam's lr_t)."""
@@ -110,6 +139,8 @@ class Optimizer:
             raise ValueError(f"{name}: gradients for unknown parameters {unknown}; the parameters are {list(params)}")
         for key, grad in grads.items():
             param = params[key]
+            if _is_scalar(param):
+                continue  # computed as a 0-d array of its own dtype
             if tuple(grad.shape) != tuple(param.shape):
                 raise ValueError(
                     f"{name}: gradient {key!r} has shape {tuple(grad.shape)} "
@@ -357,6 +388,13 @@ class AdamW(Adam):
         if not kernels.active(xp):  # the fused kernel decays and steps in one launch
             param *= self._decay()
         super()._step(xp, key, param, grad)
+
+
+def _is_scalar(value):
+    """A Python number or NumPy scalar: a parameter that has no memory to update in place."""
+    if isinstance(value, bool) or backend.is_cupy_array(value):
+        return False
+    return isinstance(value, (int, float)) or isinstance(value, get_array_module(value).generic)
 
 
 OPTIMIZERS = {

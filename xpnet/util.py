@@ -1,4 +1,5 @@
-"""im2col, col2im and the output-size rule shared by Convolution and Pooling.
+"""im2col, col2im and the output-size rule shared by Convolution and Pooling, and the book's two helpers
+for its chapter 6 scripts: ``smooth_curve`` and ``shuffle_dataset``.
 
 The column layout is the book's: one row per output pixel, ordered
 (n, oy, ox), and one column per window element, ordered (c, fy, fx).
@@ -9,9 +10,9 @@ from __future__ import annotations
 import math
 import threading
 
-from .backend import get_array_module
+from .backend import get_array_module, host_rng, to_numpy
 
-__all__ = ["conv_output_size", "im2col", "col2im"]  # the book's; the channels-last helpers below are internal
+__all__ = ["conv_output_size", "im2col", "col2im", "smooth_curve", "shuffle_dataset"]  # the book's; the channels-last helpers below are internal
 
 
 def _check_int(name, value, minimum):
@@ -130,6 +131,41 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
             x_max = x + stride * out_w
             img[:, :, y:y_max:stride, x:x_max:stride] += col6[:, :, y, x]
     return img[:, :, pad:h + pad, pad:w + pad]
+
+
+# --- the book's helpers for its chapter 6 scripts ------------------------------------
+
+
+def smooth_curve(x):
+    """A loss curve smoothed for plotting, as the book's figures of chapter 6 show it.
+
+    ``x``: a sequence of at least 6 numbers (Python floats, NumPy or CuPy
+    scalars or 0-d arrays, or a 1-D array). Returns a float64 NumPy array of
+    the same length: each value is the average of its 11 neighbours weighted
+    by a Kaiser window (beta 2), with the ends mirrored as the book mirrors
+    them (the first value is not repeated at the start; the last one is at
+    the end).
+    """
+    values = to_numpy(x if hasattr(x, "shape") else [to_numpy(v) for v in x]).astype("float64")
+    if values.ndim != 1 or len(values) < 6:
+        raise ValueError(f"smooth_curve: needs a 1-D sequence of at least 6 values, got shape {values.shape}")
+    xp = get_array_module(values)  # NumPy: the curve is for a plot
+    window = xp.kaiser(11, 2)
+    padded = xp.concatenate([values[5:0:-1], values, values[-1:-6:-1]])
+    return xp.convolve(padded, window / window.sum(), mode="valid")
+
+
+def shuffle_dataset(x, t):
+    """``x`` and ``t`` reordered by one random permutation of their first axis: new arrays on their device.
+
+    The permutation comes from xpnet's host generator (``xpnet.seed``), so a
+    seed gives the same order on every device; the book draws it from
+    ``np.random``.
+    """
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(f"shuffle_dataset: {x.shape[0]} examples but {t.shape[0]} labels")
+    order = host_rng().permutation(x.shape[0])
+    return x[get_array_module(x).asarray(order)], t[get_array_module(t).asarray(order)]
 
 
 # --- channels-last windows, the fast path of Convolution and Pooling ---------------

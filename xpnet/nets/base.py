@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend, checkpoint
-from ..backend import get_array_module, to_device
+from ..backend import get_array_module, is_cupy_array, to_device, to_numpy
 from ..gradient import numerical_gradient
+from ..labels import class_indices
 from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
 _BUFFERS = BatchNormalization.buffers
+
+
+def _as_array(a):
+    """Arrays as they are; lists and other array-likes through numpy.asarray, on the host."""
+    return a if isinstance(a, np.ndarray) or is_cupy_array(a) else np.asarray(a)
+
+
+def check_size(owner, name, value, minimum=1):
+    """A size given to a network's constructor: an integer >= ``minimum`` (1, or 0 for a pad), else one clear line."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{owner}: {name} must be {wanted}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{owner}: {name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
+def check_input_dim(owner, input_dim):
+    """(C, H, W) of one example, each a positive integer."""
+    input_dim = tuple(input_dim)
+    if len(input_dim) != 3:
+        raise ValueError(f"{owner}: input_dim must be (C, H, W), got {input_dim}")
+    return tuple(check_size(owner, f"input_dim[{i}]", size) for i, size in enumerate(input_dim))
+
+
+def check_conv_param(owner, name, conv_param):
+    """A convolution's filter_num, filter_size and stride (>= 1) and pad (>= 0), named in the error."""
+    for key, minimum in (("filter_num", 1), ("filter_size", 1), ("stride", 1), ("pad", 0)):
+        check_size(owner, f"{name}[{key!r}]", conv_param[key], minimum)
 
 
 class Network:
@@ -17,7 +49,11 @@ class Network:
     Subclasses fill ``self.params`` (name -> array) and ``self.layers`` (name
     -> layer, in order) and register which layer attribute holds each
     parameter with :meth:`_bind`. Inputs may be NumPy arrays whatever the
-    device: each call moves them to the parameters' device once.
+    device: each call moves them to the parameters' device once. Lists (or
+    other array-likes) are converted with ``numpy.asarray``; an input that
+    is not numbers, or an empty batch, is a ValueError in one line. The
+    constructors check their sizes the same way (positive integers; a pad
+    >= 0), before any weight is drawn.
     """
 
     def __init__(self, weight_decay_lambda=0.0):
@@ -60,10 +96,29 @@ class Network:
         device = self.device
         return [to_device(a, device) for a in arrays]
 
+    def _check_batch(self, call, x):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{type(self).__name__}.{call}: x must hold numbers, got dtype {x.dtype}")
+        if x.ndim and x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}.{call}: the batch is empty (x has shape {tuple(x.shape)})")
+
+    def _batch(self, call, x, *labels):
+        """``x`` (and labels) as arrays on the network's device; lists are converted, an empty batch refused."""
+        x, *labels = map(_as_array, (x, *labels))
+        self._check_batch(call, x)
+        return self._on_device(x, *labels)
+
     # --- the book's protocol ------------------------------------------------------
+
+    # The public methods call _scores and _loss, never each other, so that a subclass may change what
+    # they return (the book's compatibility layer hands NumPy back) without changing what they compute.
 
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax, on the network's device."""
+        (x,) = self._batch("predict", x)
+        return self._scores(x, train_flg)
+
+    def _scores(self, x, train_flg):
         (x,) = self._on_device(x)
         for layer in self.layers.values():
             x = layer.forward(x, train_flg) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(x)
@@ -76,28 +131,44 @@ class Network:
         uses the training mode. The book's DeepConvNet always evaluated its
         loss with dropout active.
         """
+        x, t = self._batch("loss", x, t)
+        return self._loss(x, t, train_flg)
+
+    def _loss(self, x, t, train_flg):
         x, t = self._on_device(x, t)
-        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        loss = self.last_layer.forward(self._scores(x, train_flg), t)
         if self.weight_decay_lambda:
             decay = sum((self.params[name] ** 2).sum() for name in self._decayed)
             loss = loss + 0.5 * self.weight_decay_lambda * decay
         return loss
 
     def accuracy(self, x, t, batch_size=100):
-        """Fraction of correct predictions (a Python float), ``batch_size`` examples at a time."""
-        if x.shape[0] == 0:
-            raise ValueError("accuracy: no examples")
+        """Fraction of correct predictions (a Python float), ``batch_size`` examples at a time.
+
+        ``t`` holds class indices (N,) or (N, 1), or one-hot rows (N, K). It is
+        read on the host once: labels of another length than ``x``, or outside
+        0..K-1, are a ValueError that names the numbers.
+        """
+        batch_size = check_size(f"{type(self).__name__}.accuracy", "batch_size", batch_size)
+        x, t = _as_array(x), _as_array(t)
+        self._check_batch("accuracy", x)
+        n = x.shape[0]
         correct = 0
-        for start in range(0, x.shape[0], batch_size):
-            xb, tb = self._on_device(x[start:start + batch_size], t[start:start + batch_size])
-            if tb.ndim != 1:
-                tb = tb.argmax(axis=1)
-            correct = correct + (self.predict(xb).argmax(axis=1) == tb).sum()
-        return float(correct) / x.shape[0]
+        labels = None
+        for start in range(0, n, batch_size):
+            scores = self._scores(x[start:start + batch_size], False)
+            if labels is None:
+                labels = to_numpy(t)
+                indices = class_indices(labels, n, scores.shape[1], "accuracy")
+                labels = labels.argmax(axis=1) if indices is None else indices
+            (tb,) = self._on_device(labels[start:start + batch_size])
+            correct = correct + (scores.argmax(axis=1) == tb).sum()
+        return float(correct) / n
 
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
-        self.loss(x, t, train_flg=True)
+        x, t = self._batch("gradient", x, t)
+        self._loss(x, t, True)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
@@ -116,7 +187,7 @@ class Network:
         which fixes the mask.
         """
         x, t = self._on_device(x, t)
-        return {name: numerical_gradient(lambda _: self.loss(x, t, train_flg=True), p) for name, p in self.params.items()}
+        return {name: numerical_gradient(lambda _: self._loss(x, t, True), p) for name, p in self.params.items()}
 
     # --- saving ---------------------------------------------------------------------
 
@@ -130,9 +201,10 @@ class Network:
         return state
 
     def load_state(self, state, where="state"):
-        """Copy ``state`` (host or device arrays) into the network in place, checking names and shapes.
+        """Copy ``state`` (host or device arrays) into the network in place, checking names, shapes and kinds.
 
         Everything is checked before anything is copied, so a wrong file leaves the network as it was.
+        Floating-point values are cast to the network's dtype; any other kind is refused.
         """
         params = {k: v for k, v in state.items() if "." not in k}
         buffers = {k: v for k, v in state.items() if "." in k}
@@ -144,6 +216,9 @@ class Network:
             expected = tuple(layer.gamma.shape)  # a running statistic has one value per feature or channel
             if tuple(value.shape) != expected:
                 raise ValueError(f"{where}: {key} has shape {tuple(value.shape)} but the network's is {expected}")
+            if value.dtype.kind != "f":
+                raise ValueError(f"{where}: {key} is {value.dtype}, expected {layer.gamma.dtype} like the network's "
+                                 f"statistics")
         saved = {key.split(".", 1)[0] for key in buffers}
         missing = [f"{lname}.{b}" for lname in saved for b in _BUFFERS if f"{lname}.{b}" not in buffers]
         if missing:
@@ -160,5 +235,23 @@ class Network:
         checkpoint.save_params(file_name, self.state())
 
     def load_params(self, file_name="params.npz"):
-        """Load what :meth:`save_params` wrote, on whatever device this network is."""
-        self.load_state(checkpoint.load_params(file_name), where=str(file_name))
+        """Load what :meth:`save_params` wrote, on whatever device this network is.
+
+        A ``.pkl`` file is taken for the book's own ``save_params`` of the same
+        network: it is read by :mod:`xpnet.safe_pickle` (arrays and plain
+        containers only, nothing called) and converted by
+        :meth:`convert_book_params`.
+        """
+        params = checkpoint.load_params(file_name)
+        if checkpoint.is_pickle(file_name):
+            params = self.convert_book_params(params)
+        self.load_state(params, where=str(file_name))
+
+    @classmethod
+    def convert_book_params(cls, params):
+        """Parameters saved by the book's class of this network, made to compute the same here: unchanged.
+
+        Networks where xpnet computes differently from the book with the same
+        weights override this (:class:`~xpnet.nets.DeepConvNet`).
+        """
+        return dict(params)

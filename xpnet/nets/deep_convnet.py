@@ -6,7 +6,7 @@ from ..backend import DEFAULT_DTYPE, get_device
 from ..initializers import normal, weight_scale, zeros
 from ..layers import Affine, Convolution, Dropout, Pooling, Relu
 from ..util import conv_output_size
-from .base import Network
+from .base import Network, check_conv_param, check_input_dim, check_size
 
 _DEFAULT_CONV_PARAMS = (
     {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
@@ -37,7 +37,11 @@ class DeepConvNet(Network):
         super().__init__()
         given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
         conv_params = [{**default, **(p or {})} for default, p in zip(_DEFAULT_CONV_PARAMS, given)]
-        self.input_dim = tuple(input_dim)
+        for i, cp in enumerate(conv_params, start=1):
+            check_conv_param("DeepConvNet", f"conv_param_{i}", cp)
+        hidden_size = check_size("DeepConvNet", "hidden_size", hidden_size)
+        output_size = check_size("DeepConvNet", "output_size", output_size)
+        self.input_dim = input_dim = check_input_dim("DeepConvNet", input_dim)
         device = get_device()
         channels, h, w = input_dim
         p = self.params
@@ -66,3 +70,22 @@ class DeepConvNet(Network):
         for name, layer in (("7", affine1), ("8", affine2)):
             self._bind("W" + name, layer, "W")
             self._bind("b" + name, layer, "b")
+
+    BOOK_DROPOUT_RATIO = 0.5  # the book's DeepConvNet: Dropout(0.5) after Relu7 and after Affine2
+
+    @classmethod
+    def convert_book_params(cls, params):
+        """The book's trained weights (``deep_convnet_params.pkl``), made to give the book's test-time scores.
+
+        The book's dropout keeps units unscaled while training and multiplies
+        by (1 - 0.5) at test time, after the hidden layer and again after the
+        last Affine layer, so its scores are 0.5 * (0.5 * h W8 + b8) for the
+        hidden activations h. Here dropout is inverted (the identity at test
+        time) and there is none after the last layer, so W8 is scaled by 0.25
+        and b8 by 0.5: ``predict`` then gives exactly the book's scores.
+        """
+        keep = 1.0 - cls.BOOK_DROPOUT_RATIO
+        params = dict(params)
+        params["W8"] = params["W8"] * (keep * keep)
+        params["b8"] = params["b8"] * keep
+        return params

@@ -81,7 +81,7 @@ def positive_float(text):
     """A finite number > 0 (learning rates, standard deviations)."""
     value = _number(float, text, "a positive number")
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
     return value
 
 
@@ -144,5 +144,14 @@ def add_common_options(parser, dataset_default="digits"):
 
 
 def select_device(name):
-    """Apply --device (or, without it, ``XPNET_DEVICE``, else the CPU) and return the device in use."""
-    return backend.set_device(name if name is not None else os.environ.get("XPNET_DEVICE") or "cpu")
+    """Apply --device (or, without it, ``XPNET_DEVICE``, else the CPU) and return the device in use.
+
+    An error names the fix that fits where the device came from: ``--device
+    cpu`` for the option (``XPNET_DEVICE=cpu`` would not win over it).
+    """
+    if name is None:
+        return backend.set_device(os.environ.get("XPNET_DEVICE") or "cpu")
+    try:
+        return backend.set_device(name)
+    except backend.DeviceError as exc:
+        raise backend.DeviceError(str(exc).replace("XPNET_DEVICE=cpu", "--device cpu")) from None

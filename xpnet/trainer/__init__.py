@@ -4,8 +4,8 @@
 ``trainer``         :class:`Trainer`: the loop of epochs, steps and evaluations
 ``interrupt``       Ctrl-C that waits for the step under way
 ``losses``          the losses of an epoch, read from the device in batches
-``divergence``      :class:`TrainingDivergedError`: NaN or infinite losses and
-                    parameters, found with their step
+``divergence``      :class:`TrainingDivergedError` and the rule: NaN or infinite
+                    losses and parameters, or a loss far above its start
 ``checkpointing``   save and resume a run, mid-epoch included, with its clock
 ``progress``        the progress bar and the lines of a verbose run
 ``checks``          the data and labels, checked once before training

@@ -13,7 +13,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..backend import device_of, random_state, set_random_state
+from ..checkpoint import CheckpointError, load_checkpoint, restore_params, save_checkpoint
 
 __all__ = ["EpochClock", "Resumed", "save_training", "load_training"]
 
@@ -66,48 +67,91 @@ class Resumed:
 
     epoch: int
     step: int
+    examples: int  # of the shuffle of the next epoch, seen in those ``step`` steps
     seed: int | None
     epoch_seconds: float
     history: dict = field(default_factory=dict)  # train_loss_list, train_acc_list, test_acc_list, epoch_times
 
 
-def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds, history):
+def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds, history, examples=None, ranks=1):
     """Write ``network``'s state, ``optimizer``'s state and where the run is to ``path``, atomically (no pickle).
 
-    ``history`` holds the lists of the run (one loss per step done, the
-    unfinished epoch's included; accuracies and seconds per finished epoch).
+    ``step`` steps of the epoch after ``epoch`` are done, having seen its
+    first ``examples`` examples (of its shuffle; a resume goes on from there
+    whatever its batch size); ``ranks`` trained them. ``history`` holds the
+    lists of the run (one loss per step done, the unfinished epoch's
+    included; accuracies and seconds per finished epoch). The metadata also
+    records the network's class (``network``) and the state of the generator
+    of the dropout masks on the network's device (``random_state``), so that
+    a resumed run draws the masks a straight run draws.
     """
-    save_checkpoint(path, network.state(), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
-                    epoch_seconds=epoch_seconds, history=json.dumps(history))
+    meta = {} if examples is None else {"examples": int(examples)}
+    save_checkpoint(path, _state(network), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
+                    epoch_seconds=epoch_seconds, history=json.dumps(history), ranks=int(ranks),
+                    network=type(network).__name__, random_state=random_state(_device(network)), **meta)
 
 
-def load_training(path, network, optimizer, *, iter_per_epoch, keep=(), say=print):
+def _state(network):
+    """What a checkpoint keeps of ``network``: its state, or the parameters of a duck-typed one (the book's)."""
+    return network.state() if hasattr(network, "state") else network.params
+
+
+def _device(network):
+    return device_of(next(iter(network.params.values())))
+
+
+def _restore(network, state, where):
+    if hasattr(network, "load_state"):
+        network.load_state(state, where=where)
+    else:  # a duck-typed network, such as the book's own: its parameters only
+        restore_params(network.params, state, where=where)
+
+
+def load_training(path, network, optimizer, *, train_size, batch_size, epochs=None, keep=(), say=print):
     """Load the state written by :func:`save_training` into ``network`` and ``optimizer``; returns :class:`Resumed`.
 
     The checkpoint may come from another device than the network's. The
     optimizer takes the checkpoint's hyperparameters except those named in
     ``keep``, which keep their current values (``say`` tells which changed).
-    A checkpoint of another optimizer, or one whose step does not fit
-    ``iter_per_epoch`` steps per epoch, is a ValueError.
+    All or nothing: the checkpoint is checked against the run first
+    (:meth:`Checkpoint.validate` with ``epochs``, the examples of the epoch
+    seen against ``train_size``, the network's class, the optimizer's), and
+    when restoring fails part way the network, the optimizer and the
+    generator are put back as they were. A checkpoint without ``examples``
+    (older ones) counts ``step`` batches of ``batch_size``. Raises
+    :class:`~xpnet.checkpoint.CheckpointError` (a ValueError).
     """
     checkpoint = load_checkpoint(path)
-    network.load_state(checkpoint.params, where=str(path))
-    if checkpoint.optimizer_state:
-        mine = type(optimizer).__name__
-        if checkpoint.optimizer_name and checkpoint.optimizer_name != mine:
-            raise ValueError(f"{path}: the checkpoint holds the state of {checkpoint.optimizer_name}, "
-                             f"but this run uses {mine}; resume with the same optimizer")
-        kept = {name: getattr(optimizer, name) for name in keep}
-        optimizer.load_state_dict(checkpoint.optimizer_state)
-        for name, value in kept.items():
-            if value != getattr(optimizer, name):
-                say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(optimizer, name):g})")
-                setattr(optimizer, name, value)
-    step = int(checkpoint.meta.get("step", 0))
-    if not 0 <= step <= iter_per_epoch:  # all of them: Ctrl-C came before the epoch was closed
-        raise ValueError(f"{path}: the checkpoint stopped after step {step} of an epoch, but this run "
-                         f"has {iter_per_epoch} steps per epoch; resume with the same data and batch size")
-    seed = checkpoint.meta.get("seed")
-    return Resumed(epoch=int(checkpoint.epoch), step=step, seed=None if seed is None else int(seed),
-                   epoch_seconds=float(checkpoint.meta.get("epoch_seconds", 0.0)) if step else 0.0,
-                   history=json.loads(checkpoint.meta.get("history", "{}")))
+    state = checkpoint.validate(epochs=epochs)
+    examples = checkpoint.meta.get("examples", state.step * batch_size)
+    if not (isinstance(examples, int) and 0 <= examples <= train_size and (examples > 0) == (state.step > 0)):
+        raise CheckpointError(path, f"the checkpoint stopped after {examples!r} examples ({state.step} steps) of an "
+                                    f"epoch, but this run has {train_size} training examples; resume with the same data")
+    held, mine = checkpoint.meta.get("network"), type(network).__name__
+    if held is not None and held != mine:
+        raise CheckpointError(path, f"the checkpoint holds a {held}, but this run trains a {mine}")
+    if checkpoint.optimizer_state and checkpoint.optimizer_name and checkpoint.optimizer_name != type(optimizer).__name__:
+        raise CheckpointError(path, f"the checkpoint holds the state of {checkpoint.optimizer_name}, but this run "
+                                    f"uses {type(optimizer).__name__}; resume with the same optimizer")
+    device = _device(network)
+    before = ({k: v.copy() for k, v in _state(network).items()}, optimizer.state_dict(), random_state(device))
+    try:
+        _restore(network, checkpoint.params, str(path))
+        if checkpoint.optimizer_state:
+            kept = {name: getattr(optimizer, name) for name in keep}
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+            for name, value in kept.items():
+                if value != getattr(optimizer, name):
+                    say(f"resuming with {name}={value:g} (the checkpoint's was {getattr(optimizer, name):g})")
+                    setattr(optimizer, name, value)
+        if "random_state" in checkpoint.meta:
+            set_random_state(checkpoint.meta["random_state"], device)
+    except BaseException as exc:
+        _restore(network, before[0], str(path))
+        optimizer.load_state_dict(before[1])
+        set_random_state(before[2], device)
+        if isinstance(exc, ValueError) and not isinstance(exc, CheckpointError):
+            raise CheckpointError(path, str(exc)) from None
+        raise
+    return Resumed(epoch=state.epoch, step=state.step, examples=examples, seed=state.seed,
+                   epoch_seconds=state.epoch_seconds if state.step else 0.0, history=state.history)

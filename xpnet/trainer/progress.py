@@ -39,6 +39,13 @@ class Progress:
             self._bar.close()
             self._bar = None
 
+    def abort(self):
+        """The run stops on an error or Ctrl-C: the bar under way stays, and ends its line."""
+        if self._bar is not None:
+            self._bar.leave = True
+            self._bar.close()
+            self._bar = None
+
     def say(self, text):
         """A line of its own, where lines are shown."""
         if self.lines:

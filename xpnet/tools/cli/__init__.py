@@ -1,4 +1,4 @@
-"""The command line: ``xpnet train``, ``xpnet info``, ``xpnet experiment``, ``xpnet search``, ``xpnet bench report``.
+"""The command line: ``xpnet train``, ``info``, ``experiment``, ``search``, ``bench report``, ``book run``, ``convert``.
 
 One parser tree: each command is a module here with ``HELP``,
 ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``, and
@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from xpnet import __version__
 
 from ..args import Parser
-from . import bench, experiment, info, search, train
+from . import bench, book, convert, experiment, info, search, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = {"train": train, "info": info, "experiment": experiment, "search": search, "bench": bench}
+COMMANDS = {"train": train, "info": info, "experiment": experiment, "search": search, "bench": bench,
+            "book": book, "convert": convert}
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 
@@ -48,7 +50,9 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        status = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            status = args.run(args)
         sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
         return status
     except KeyboardInterrupt:
@@ -63,6 +67,11 @@ def main(argv=None):
     except (ValueError, OSError, ImportError, RuntimeError, FloatingPointError) as exc:
         print(f"xpnet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, without the file and line of the code that warned."""
+    print(f"xpnet: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
 
 
 def _one_line(exc):

@@ -60,8 +60,18 @@ def add_arguments(parser):
                         help="median: stop a trial whose validation accuracy is below the median of earlier "
                              "trials at the same epoch (after 5 trials and the first fifth of the epochs)")
     parser.add_argument("--storage", default=None, metavar="URL",
-                        help="an Optuna database URL shared by all workers, e.g. sqlite:///s.db or "
-                             "postgresql://user@host/db (default: sqlite:///OUT/xpnet-search.db)")
+                        help="where the trials are kept, shared by every worker that runs the same command: "
+                             "sqlite:///FILE (one machine; default: sqlite:///OUT/xpnet-search.db), "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DB (pip install 'xpnet[postgres]'), "
+                             "mysql+pymysql://USER:PASSWORD@HOST:PORT/DB (pip install 'xpnet[mysql]'), "
+                             "journal:FILE (a journal file on a shared file system) or "
+                             "redis://HOST:PORT (pip install 'xpnet[redis]')")
+    parser.add_argument("--heartbeat", type=positive_int, default=60, metavar="SECONDS",
+                        help="a running trial records a heartbeat this often")
+    parser.add_argument("--grace", type=positive_int, default=None, metavar="SECONDS",
+                        help="a running trial without a heartbeat for this long is failed and run again by "
+                             "another worker (its worker was killed or its machine lost; default: twice "
+                             "--heartbeat)")
     parser.add_argument("--study-name", default="xpnet-search", help="the study in the storage")
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="search N times with seeds SEED..SEED+N-1 (studies NAME-seedK) and report the spread")
@@ -79,6 +89,7 @@ def run(args):
     args.trials = args.trials or (4 if quick else 100)
     args.epochs = args.epochs or (2 if quick else 50)
     args.train_size = args.train_size or (100 if quick else 500)
+    args.grace = args.grace or 2 * args.heartbeat
     space = dict(DEFAULT_SPACE)
     space.update({p.name: p for p in args.param})
     if not any(p.searched for p in space.values()):
@@ -87,41 +98,69 @@ def run(args):
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the lines per trial come from xpnet
     require_matplotlib()  # fail before the search, not after
-    from ..search import study as studies  # imports optuna, an optional extra: only once it is known to be there
+    from ..search import storage as storages, study as studies  # import optuna, an optional extra: only once it is known to be there
 
+    # Everything that can fail without a storage fails before one is made: no empty database is left behind.
     device = select_device(args.device)
+    (x, t), _ = load_dataset(args.dataset, flatten=True, data_dir=args.data_dir)  # the test set is dropped here
+    size = None if args.train_size == "all" else args.train_size
+    splits = {seed: studies.split_train_validation(x, t, size, args.val_ratio, seed)
+              for seed in range(args.seed, args.seed + args.repeats)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{out / 'xpnet-search.db'}"
-    storage = studies.open_storage(url)
-    (x, t), _ = load_dataset(args.dataset, flatten=True, data_dir=args.data_dir)  # the test set is dropped here
-
+    file = storages.storage_file(url)
+    new_file = file is not None and not file.exists()
     seen, interrupted = [], False  # (seed, study) of each repeat begun
     try:
-        for seed in range(args.seed, args.seed + args.repeats):
+        storage = storages.open_storage(url, args.heartbeat, args.grace)
+        for seed, (train, validation) in splits.items():
             name = args.study_name if args.repeats == 1 else f"{args.study_name}-seed{seed}"
-            size = None if args.train_size == "all" else args.train_size
-            train, validation = studies.split_train_validation(x, t, size, args.val_ratio, seed)
             settings = {"dataset": args.dataset, "train": len(train[0]), "validation": len(validation[0]),
                         "epochs": args.epochs, "optimizer": args.optimizer, "seed": seed,
                         "space": [str(p) for p in space.values()]}
             sampler = studies.make_sampler(args.sampler, space, args.trials, seed)
             pruner = studies.make_pruner(args.pruner, args.epochs)
-            study = studies.open_study(storage, name, settings, url, sampler, pruner)
+            study = studies.open_study(storage, name, settings, storages.shown(url), sampler, pruner)
             seen.append((seed, study))
-            print(f"xpnet search: study {name!r} in {url}: {settings['train']} training / {settings['validation']} "
-                  f"validation examples of {args.dataset} (the test set is not used), {args.epochs} epochs, "
-                  f"{args.sampler} sampler, {args.trials} trials on {device}; "
-                  f"{studies.counted(study)} done before")
+            print(f"xpnet search: study {name!r} in {storages.shown(url)}: {settings['train']} training / "
+                  f"{settings['validation']} validation examples of {args.dataset} (the test set is not used), "
+                  f"{args.epochs} epochs, {args.sampler} sampler, {args.trials} trials on {device}; "
+                  f"{studies.counted(study)} done before", flush=True)
             objective = studies.make_objective(train, validation, space, args.epochs, args.optimizer, seed,
                                                report=args.pruner != "none")
-            studies.run(study, objective, args.trials, say=None if args.quiet else print)
+            studies.run(study, objective, args.trials, say=None if args.quiet else _say)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as exc:
+        if new_file and not seen:
+            _remove_database(file)
+        if storages.is_storage_error(exc):
+            raise storages.StorageError(storages.explain(exc, url)) from None
+        raise
     if seen:
-        report.report(seen, space, out / args.study_name, top=args.top, dataset=args.dataset)
+        try:
+            report.report(seen, space, out / args.study_name, top=args.top, dataset=args.dataset)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            raise OSError(f"cannot write the report {exc.filename or out}: {exc.strerror or exc}; the trials are "
+                          f"kept in {storages.shown(url)}: the same command writes it once it can") from None
     if interrupted:
-        print(f"xpnet search: interrupted; the finished trials are kept in {url}: the same command continues",
-              file=sys.stderr)
+        print(f"xpnet search: interrupted; the finished trials are kept in {storages.shown(url)}: "
+              f"the same command continues", file=sys.stderr)
         return 130
     return 0
+
+
+def _say(line):
+    print(line, flush=True)
+
+
+def _remove_database(file):
+    """Remove a database file this run made before any study was in it, with SQLite's and the journal's extras."""
+    for path in (file, *(file.with_name(file.name + extra) for extra in ("-journal", "-wal", "-shm", ".lock"))):
+        try:
+            path.unlink()
+        except OSError:
+            pass

@@ -9,9 +9,11 @@ never looked at: tuning on it would make the reported test accuracy a
 training number.
 
 Beyond the book: other parameters and ranges (``--param``), Optuna's other
-samplers and median pruning, a study in a database (SQLite by default) that
-survives Ctrl-C and can be shared by workers on many machines, and
-``--repeats`` to see how much the best values move with the seed.
+samplers and median pruning, a study in a storage (an SQLite file by
+default; PostgreSQL, MySQL, a journal file or Redis for workers on many
+machines, see :mod:`xpnet.tools.search.storage`) that survives Ctrl-C and killed
+workers, and ``--repeats`` to see how much the best values move with the
+seed.
 
 Optuna is an optional extra (``pip install 'xpnet[search]'``): this module
 imports without it, and the search says so in one line when it is missing.

@@ -20,15 +20,42 @@ from xpnet.fileio import atomic_write
 from ..plot import require_matplotlib
 from ..table import format_table
 
-__all__ = ["best_rows", "spread", "plot_search", "report"]
+__all__ = ["best_rows", "spread", "plot_search", "report", "describe_states"]
 
 
 def _states(study):
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state.name in counts:
-            counts[trial.state.name] += 1
-    return counts
+    """How many trials are in each state, and of the failed ones how many diverged and how many were rerun.
+
+    complete, pruned, failed (diverged: an outcome that counts; rerun: its
+    worker died and a new trial reruns its values; surplus: started by a
+    worker at the same instant as the study's last one, and stopped before
+    training: it does not count), running (on a live
+    worker), stale (running, but without a heartbeat for the grace period:
+    the next worker to start a trial fails it), waiting (queued to rerun).
+    """
+    from .storage import RERUN_OF, stale_trials
+
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    stale = len(stale_trials(study))
+    reruns = {t.user_attrs[RERUN_OF] for t in trials if RERUN_OF in t.user_attrs}
+    return {"complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+            "diverged": sum(t.state.name == "FAIL" and "diverged" in t.user_attrs for t in trials),
+            "rerun": sum(t.state.name == "FAIL" and t.number in reruns for t in trials),
+            "surplus": sum(t.state.name == "FAIL" and "surplus" in t.user_attrs for t in trials),
+            "running": states.count("RUNNING") - stale, "stale": stale, "waiting": states.count("WAITING")}
+
+
+def describe_states(counts):
+    """The counts of :func:`_states` as one phrase."""
+    failed = counts["failed"]
+    others = failed - counts["diverged"] - counts["rerun"] - counts["surplus"]
+    why = [f"{n} {what}" for n, what in ((counts["diverged"], "diverged"), (counts["rerun"], "rerun: worker lost"),
+                                         (counts["surplus"], "surplus: started as the study filled"),
+                                         (others, "interrupted or in error")) if n]
+    text = (f"{counts['complete']} complete, {counts['pruned']} pruned, {failed} failed"
+            + (f" ({', '.join(why)})" if why else "") + f", {counts['running']} running, {counts['stale']} stale")
+    return text + (f", {counts['waiting']} waiting to rerun" if counts["waiting"] else "")
 
 
 def _complete(study):
@@ -133,9 +160,11 @@ def plot_search(entries, space, path, dataset=""):
         fig.colorbar(scatter, ax=axes.ravel().tolist(), label="validation accuracy (final epoch)")
     fig.suptitle(f"xpnet search on {dataset}: validation held out from the training set" if dataset else
                  "xpnet search: validation held out from the training set")
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -147,8 +176,7 @@ def report(entries, space, stem, top=5, dataset=""):
     for seed, study in entries:
         counts = _states(study)
         rows = best_rows(study, searched, top)
-        print(f"\n{study.study_name}: {sum(counts.values())} trials finished ({counts['COMPLETE']} complete, "
-              f"{counts['PRUNED']} pruned, {counts['FAIL']} failed or interrupted); the best {len(rows)}:")
+        print(f"\n{study.study_name}: {describe_states(counts)}; the best {len(rows)}:")
         print(format_table(_columns(["rank", "trial", "val_acc", *names, "seconds"],
                                     ["rank", "trial", "val acc", *names, "seconds"], searched), rows))
         tables.append({"study": study.study_name, "seed": seed, "settings": study.user_attrs.get("xpnet"),

@@ -16,9 +16,10 @@ import optuna
 from xpnet import backend
 from xpnet.nets import MultiLayerNet
 from xpnet.trainer import Trainer, TrainingDivergedError
+from .storage import RERUN_OF, adopt_running, fail_stale, stale_trials
 
 __all__ = ["split_train_validation", "trial_seed", "make_objective", "make_sampler", "make_pruner",
-           "TrialSeededSampler", "open_storage", "open_study", "counted", "run"]
+           "TrialSeededSampler", "open_study", "counted", "run", "SurplusTrial", "SURPLUS"]
 
 _TRAINING, _SAMPLING = 0, 1  # the two uses of a trial's seed
 
@@ -62,7 +63,9 @@ def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0,
     off; on SQLite it costs more than training on the digits). A
     run whose loss diverges ends as a FAIL trial (the value NaN) with the
     reason in its user attribute ``diverged``. Each trial records the worker
-    that ran it (``host:pid``) in its user attribute ``worker``.
+    that ran it (``host:pid``) in its user attribute ``worker``. A rerun of
+    a trial whose worker died (user attribute ``rerun_of``) has its values
+    and is seeded by its number, so it trains as that trial would have.
     """
     (x_train, t_train), (x_val, t_val) = train, validation
     input_size = int(np.prod(x_train.shape[1:]))
@@ -71,12 +74,14 @@ def make_objective(train, validation, space, epochs=50, optimizer="sgd", seed=0,
     def objective(trial):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         value = {name: param.suggest(trial) for name, param in space.items()}
-        seed_of_trial = trial_seed(seed, trial.number)
+        seed_of_trial = trial_seed(seed, trial.user_attrs.get(RERUN_OF, trial.number))
         backend.seed(seed_of_trial)  # initial weights
         network = MultiLayerNet(input_size, [value["hidden_size"]] * value["hidden_layers"], classes,
                                 weight_decay_lambda=value["weight_decay"])
         # The Trainer's "test" set is the validation set: the test set never reaches the search.
-        trainer = Trainer(network, x_train, t_train, x_val, t_val, epochs=1, mini_batch_size=value["batch_size"],
+        # A batch larger than the training set is one step of all of it (--quick has 80 examples): say it as that.
+        batch_size = min(value["batch_size"], len(x_train))
+        trainer = Trainer(network, x_train, t_train, x_val, t_val, epochs=1, mini_batch_size=batch_size,
                           optimizer=optimizer, optimizer_param={"lr": value["lr"]}, verbose=False,
                           seed=seed_of_trial)
         accuracy = float("nan")
@@ -171,26 +176,6 @@ def make_pruner(name, epochs):
     raise ValueError(f"unknown pruner {name!r}; choose from none, median")
 
 
-def open_storage(url):
-    """An Optuna RDB storage; SQLite waits up to 60 s for a lock, so a few worker processes can share a file.
-
-    Workers that start together race to create the tables of a new
-    database; the losers see "already exists" or a unique constraint fail,
-    and simply try again.
-    """
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
-    for attempt in range(10):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except Exception as exc:  # SQLAlchemy's: a malformed URL, a missing driver, a folder that does not exist
-            racing = any(words in str(exc) for words in ("already exists", "UNIQUE constraint", "locked"))
-            if racing and attempt < 9:
-                time.sleep(0.1 * (attempt + 1))
-                continue
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"--storage {url}: {message}") from None
-
-
 def open_study(storage, name, settings, url, sampler=None, pruner=None):
     """Create the study, or load it if it exists, and refuse one run with other settings.
 
@@ -218,36 +203,125 @@ def counted(study):
 
     Divergence is an outcome of a trial's values; a trial cut short by
     Ctrl-C, an error or a killed worker does not count, so it is made up
-    for with the next trial number.
+    for: by a rerun with the same values where its worker died, by the next
+    trial number otherwise.
     """
-    def counts(trial):
-        state = trial.state.name
-        return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "diverged" in trial.user_attrs)
-
-    return sum(counts(trial) for trial in study.get_trials(deepcopy=False))
+    return sum(map(_counts, study.get_trials(deepcopy=False)))
 
 
-def run(study, objective, trials, say=None):
+def _counts(trial):
+    state = trial.state.name
+    return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and "diverged" in trial.user_attrs)
+
+
+def run(study, objective, trials, say=None, poll=1.0):
     """Run trials in this process until the study holds ``trials`` (see :func:`counted`); returns how many ran.
 
-    ``say(line)`` after each trial. A rerun after Ctrl-C runs only the
-    missing trials, and workers sharing the study stop once it is reached;
-    the trials the other workers are running then still finish, so a study
-    shared by k workers can end with up to k - 1 trials more.
+    ``say(line)`` after each trial. A worker starts a trial only while the
+    counted trials, those running on other workers and those queued to run
+    again fall short of ``trials``; otherwise it waits (checking every
+    ``poll`` seconds) until they finish, or until one is found stale (its
+    worker died: no heartbeat for the grace period), failed and queued
+    again, which this worker then runs. Two workers that start the last
+    trial at the same instant both get a trial number; the higher one is
+    ended at once as a FAIL marked ``surplus`` and not counted. So the study
+    ends with ``trials`` counted trials and none left running. A rerun after
+    Ctrl-C runs only the missing trials.
     """
-    ran = []
+    ran, full, last = [], [False], [None]
+    adopt_running(study)
+
+    def guarded(trial):
+        # Only near the end can workers starting together overfill the study: check the trials ahead of this one.
+        seen = last[0]
+        if seen is None or seen.left <= 2 * (seen.running + 1):
+            if _Tally(study, below=trial.number).may_count >= trials:
+                trial.set_user_attr(SURPLUS, True)
+                raise SurplusTrial(f"trial {trial.number} was not needed: the study had its {trials} trials")
+        return objective(trial)
 
     def after(study, trial):
-        ran.append(trial.number)
-        if say is not None:
-            say(describe(trial))
-        if counted(study) >= trials:
+        if SURPLUS not in trial.user_attrs:
+            ran.append(trial.number)
+            if say is not None:
+                say(describe(trial))
+        last[0] = tally = _Tally(study, trials=trials)
+        if not tally.room:
+            full[0] = True
             study.stop()
 
-    missing = trials - counted(study)
-    if missing > 0:
-        study.optimize(objective, n_trials=missing, callbacks=[after], gc_after_trial=False)
+    waiting = False
+    while True:
+        fail_stale(study)
+        last[0] = tally = _Tally(study, trials=trials)
+        if tally.counted >= trials:
+            break
+        if not tally.room:
+            if say is not None and not waiting:
+                say(f"waiting for the {tally.running} trials running on other workers")
+            waiting = True
+            time.sleep(poll)
+            continue
+        full[0] = waiting = False
+        try:
+            study.optimize(guarded, n_trials=None, callbacks=[after], gc_after_trial=False, catch=(SurplusTrial,))
+        except Exception as exc:
+            # Another worker saw no heartbeat of this one for the grace period (a stalled machine or network),
+            # failed its trial and queued it again: the result of this run of it is dropped.
+            taken = _taken_over(exc)
+            if taken is None:
+                raise
+            if say is not None:
+                say(f"a trial of this worker was declared dead by another one and is run again ({taken})")
+            continue
+        if not full[0]:
+            break  # the sampler stopped the study: a finished grid
     return len(ran)
+
+
+def _taken_over(exc):
+    """The error saying that a trial of this worker was finished by another one, or None.
+
+    Optuna says "Cannot tell a FAIL trial" (UpdateFinishedTrialError where
+    the two writes cross), and in Optuna 5 then replaces that error with an
+    AssertionError of its own while logging it.
+    """
+    while exc is not None:
+        if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or (
+                isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a")):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class SurplusTrial(Exception):
+    """A trial started when the trials ahead of it already make the study's total."""
+
+
+SURPLUS = "surplus"  # the user attribute of such a trial
+
+
+class _Tally:
+    """The study's trials (those numbered below ``below``, if given) by what they mean for its total.
+
+    counted (see :func:`counted`), running (on a live worker: not stale),
+    waiting (queued to rerun); ``may_count`` is their sum. ``room``: whether
+    a trial should start: one is queued, or ``may_count < trials``; ``left``
+    is ``trials - may_count``.
+    """
+
+    def __init__(self, study, trials=None, below=None):
+        states = optuna.trial.TrialState
+        every = [t for t in study.get_trials(deepcopy=False) if below is None or t.number < below]
+        running = [t.number for t in every if t.state == states.RUNNING]
+        stale = set(stale_trials(study)) if running else set()  # a query, needed only beside running trials
+        self.counted = sum(map(_counts, every))
+        self.running = sum(number not in stale for number in running)
+        self.waiting = sum(t.state == states.WAITING for t in every)
+        self.may_count = self.counted + self.running + self.waiting
+        if trials is not None:
+            self.left = trials - self.may_count
+            self.room = self.waiting > 0 or self.left > 0
 
 
 def describe(trial):

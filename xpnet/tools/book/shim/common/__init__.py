@@ -1,0 +1,1 @@
+"""The book's ``common`` package, from xpnet: layers, functions, gradients, optimizers, networks, Trainer."""
