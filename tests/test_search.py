@@ -177,7 +177,8 @@ def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeati
 
 
 @needs_optuna
-@pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), ("grid", "none"), ("cmaes", "median")])
+@pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), pytest.param("grid", "none", marks=pytest.mark.slow),
+                                             ("cmaes", "median")])
 def test_other_samplers_and_pruning(tmp_path, sampler, pruner):
     if sampler == "cmaes" and find_spec("cmaes") is None:
         pytest.skip("--sampler cmaes needs the cmaes package: pip install cmaes")

@@ -1,4 +1,4 @@
-"""``python -m xpnet``: the same as the ``xpnet`` command."""
+"""``python -m xpnet``: the same as the ``xpnet`` command (the one file outside xpnet/tools that names a tool)."""
 
 import sys
 

@@ -101,7 +101,8 @@ def _fetch(url, dest):
     dest = Path(dest)
     with urlopen(url, timeout=30) as response, atomic_write(dest) as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+        # disable=None: a bar on a terminal only, never drawn into a log file
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False, disable=None) as bar:
             for block in iter(lambda: response.read(1 << 16), b""):
                 out.write(block)
                 bar.update(len(block))
