@@ -24,6 +24,8 @@ import pytest
 from xpnet import backend
 from xpnet.safe_pickle import load_params
 
+pytestmark = pytest.mark.slow  # every test runs book-style scripts as processes: CI runs them with -m slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "book_scripts"
 PNG = b"\x89PNG\r\n\x1a\n"

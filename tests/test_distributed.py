@@ -32,10 +32,15 @@ HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ABORT_SECONDS = 10
 
-needs_mpi = pytest.mark.skipif(
+_mpi_missing = pytest.mark.skipif(
     not (HAVE_MPI4PY and MPIEXEC),
     reason="needs mpi4py and mpiexec (pip install 'xpnet[mpi]')" if not HAVE_MPI4PY else "mpiexec not found",
 )
+
+
+def needs_mpi(test):
+    """A test that launches mpiexec: skipped without mpi4py and mpiexec, and slow (CI runs it with -m slow)."""
+    return pytest.mark.slow(_mpi_missing(test))
 
 
 def load_scenarios():
@@ -97,6 +102,7 @@ def last_batch_split(name, ranks):
     return [len(range(last)[distributed.shard_slice(last, r, ranks)]) for r in range(ranks)]
 
 
+@needs_mpi
 @pytest.mark.parametrize("name", ["sgd", "adam", "sgd-empty-rank", "adam-empty-rank"])
 def test_n_ranks_with_batch_b_train_like_one_process_with_batch_n_times_b(trained, name):
     ranks, arrays, report = trained
@@ -110,12 +116,14 @@ def test_n_ranks_with_batch_b_train_like_one_process_with_batch_n_times_b(traine
     np.testing.assert_allclose(report["scenarios"][name]["losses"], expected_losses, rtol=1e-4)
 
 
+@needs_mpi
 def test_the_ranks_start_from_rank_0s_parameters(trained):
     ranks, _, report = trained
     drawn = report["scenarios"]["sgd"]["drawn"]
     assert len(set(drawn)) == ranks  # seeded with seed + rank, each drew other weights; the broadcast made them equal
 
 
+@needs_mpi
 @pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
 def test_the_ranks_end_with_bit_identical_parameters(trained, name):
     ranks, _, report = trained
@@ -124,6 +132,7 @@ def test_the_ranks_end_with_bit_identical_parameters(trained, name):
         assert len(set(report["scenarios"][name]["trained"])) == 1  # batch-norm statistics too
 
 
+@needs_mpi
 def test_unsynchronized_batch_norm_neither_matches_one_process_nor_keeps_the_statistics_equal(trained):
     ranks, arrays, report = trained
     name = "sgd-unsynchronized-batch-norm"
@@ -133,6 +142,7 @@ def test_unsynchronized_batch_norm_neither_matches_one_process_nor_keeps_the_sta
     assert len(set(report["scenarios"][name]["averaged"])) == 1  # until they are averaged, before evaluation
 
 
+@needs_mpi
 def test_synchronized_batch_norm_layer_equals_one_process_on_images(trained):
     ranks, arrays, _ = trained
     rng = np.random.default_rng(5)
@@ -150,11 +160,13 @@ def test_synchronized_batch_norm_layer_equals_one_process_on_images(trained):
         np.testing.assert_allclose(per_rank, np.broadcast_to(getattr(layer, key), per_rank.shape), rtol=1e-5)
 
 
+@needs_mpi
 def test_sharded_accuracy_is_exactly_the_one_process_accuracy(trained):
     _, _, report = trained
     assert report["accuracy"]["sharded"] == report["accuracy"]["one process"]
 
 
+@needs_mpi
 def test_dropout_masks_differ_per_rank_and_come_from_seed_plus_rank(trained):
     ranks, arrays, report = trained
     masks = arrays["dropout/masks"]
@@ -165,6 +177,7 @@ def test_dropout_masks_differ_per_rank_and_come_from_seed_plus_rank(trained):
             np.testing.assert_array_equal(mask, Dropout(0.5).forward(np.ones(64, dtype=np.float32)))
 
 
+@needs_mpi
 def test_the_optimizer_state_is_broadcast_from_rank_0(trained):
     ranks, _, report = trained
     states = report["optimizer"]
@@ -207,6 +220,7 @@ def trainer_runs(request, tmp_path_factory):
     return ranks, dict(np.load(out / f"equal-{ranks}.npz")), json.loads((out / f"equal-{ranks}.json").read_text())
 
 
+@needs_mpi
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_a_trainer_on_n_ranks_trains_like_one_process_with_n_times_the_batch(trainer_runs, name):
     ranks, arrays, report = trainer_runs

@@ -97,6 +97,7 @@ def test_there_are_the_eight_questions_of_the_issue():
     assert set(EXPERIMENTS) == set(QUICK_TABLES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_writes_a_picture_its_numbers_and_a_table(name, device, tmp_path, cpu_quick_runs):
     document, text, out = cpu_quick_runs(name) if device == "cpu" else (*quick(name, tmp_path, device="gpu"), tmp_path)
@@ -128,6 +129,7 @@ def test_every_experiment_writes_a_picture_its_numbers_and_a_table(name, device,
     assert f"picture {png}" in text
 
 
+@pytest.mark.slow
 def test_the_settings_record_what_was_run(cpu_runs):
     assert cpu_runs("depth")["settings"]["epochs"] == 2
     assert cpu_runs("optimizers")["settings"]["train_examples"] == 200
@@ -136,6 +138,7 @@ def test_the_settings_record_what_was_run(cpu_runs):
     assert cpu_runs("conv-filters")["settings"]["weight_init_std"] == 0.01
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_others(tmp_path, cpu_runs):
     def accuracies(document):
         return [(row["train_acc"], row["test_acc"]) for row in document["rows"]]
@@ -156,6 +159,7 @@ def test_run_experiment_returns_what_the_json_holds(tmp_path):
 # --- what each picture answers, whatever the data -------------------------------------------
 
 
+@pytest.mark.slow
 def test_backpropagation_is_faster_than_the_numerical_gradient_and_agrees_with_it_in_float64(cpu_runs):
     rows = cpu_runs("backprop-vs-numerical")["rows"]
     assert rows[0]["params"] < rows[1]["params"]
@@ -166,6 +170,7 @@ def test_backpropagation_is_faster_than_the_numerical_gradient_and_agrees_with_i
         assert row["max_diff_float32"] > row["max_diff"]  # float32 loses about half of them
 
 
+@pytest.mark.slow
 def test_depth_counts_the_parameters_of_each_network(cpu_runs):
     rows = cpu_runs("depth")["rows"]
     # 64 inputs, hidden layers of 100, 10 classes
@@ -174,6 +179,7 @@ def test_depth_counts_the_parameters_of_each_network(cpu_runs):
     assert set(cpu_runs("depth")["curves"]) == {"1", "3"}
 
 
+@pytest.mark.slow
 def test_every_optimizer_comes_closer_to_the_minimum_of_the_test_function(cpu_runs):
     document = cpu_runs("optimizers")
     assert [row["optimizer"] for row in document["rows"]] == ["SGD", "Momentum", "AdaGrad", "RMSprop", "Adam"]
@@ -185,6 +191,7 @@ def test_every_optimizer_comes_closer_to_the_minimum_of_the_test_function(cpu_ru
         assert len(document["train_loss_per_epoch"][row["optimizer"]]) == document["settings"]["epochs"]
 
 
+@pytest.mark.slow
 def test_relu_activations_vanish_with_weights_of_std_001_and_keep_their_scale_with_he(cpu_runs):
     rows = {(row["activation"], row["init"]): row for row in cpu_runs("weight-init")["rows"]}
     assert rows["relu", "std 0.01"]["std5"] < 1e-4 < rows["relu", "Xavier"]["std5"] < rows["relu", "He"]["std5"]
@@ -196,6 +203,7 @@ def test_relu_activations_vanish_with_weights_of_std_001_and_keep_their_scale_wi
     assert len(histograms) == 6 and all(len(layers) == 5 and len(layers[0]) == 30 for layers in histograms.values())
 
 
+@pytest.mark.slow
 def test_batchnorm_times_both_networks_and_marks_the_runs_that_diverged(cpu_runs):
     for row in cpu_runs("batchnorm")["rows"]:
         assert row["bn_diverged_epoch"] is None and row["bn_epoch_s"] > 0
@@ -207,6 +215,7 @@ def test_batchnorm_times_both_networks_and_marks_the_runs_that_diverged(cpu_runs
             assert row["cost"] == pytest.approx(row["bn_epoch_s"] / row["plain_epoch_s"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_overfitting_compares_plain_weight_decay_and_dropout(cpu_runs):
     document = cpu_runs("overfitting")
     assert [row["network"] for row in document["rows"]] == ["plain", "weight decay 0.1", "dropout 0.2"]
@@ -216,12 +225,14 @@ def test_overfitting_compares_plain_weight_decay_and_dropout(cpu_runs):
         assert len(document["curves"][row["network"]]["test_acc"]) == 2
 
 
+@pytest.mark.slow
 def test_dropping_the_pooling_layer_quadruples_the_inputs_of_the_first_affine_layer(cpu_runs):
     with_pooling, without = cpu_runs("pooling")["rows"]
     assert without["affine_inputs"] == 4 * with_pooling["affine_inputs"] == 4 * 30 * 4 * 4
     assert without["params"] - with_pooling["params"] == 3 * with_pooling["affine_inputs"] * 100
 
 
+@pytest.mark.slow
 def test_conv_filters_keeps_the_filters_before_and_after_and_the_feature_maps(cpu_runs):
     document = cpu_runs("conv-filters")
     before, after = document["rows"]

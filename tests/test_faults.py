@@ -20,6 +20,8 @@ import pytest
 
 from xpnet.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # real runs killed and interrupted many times: CI runs them with -m slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A run of many one-step epochs whose checkpoints are large (Adam's state of 1.2 million parameters, about 15 MB):
@@ -82,19 +84,20 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_no_pile_of_t
 
 
 def test_sigint_at_random_moments_resumes_to_the_straight_run(tmp_path):
+    EPOCHS = 100  # about 1.5 s of checkpointed epochs: longer than the 0.3 s before the first Ctrl-C
     straight = tmp_path / "straight.npz"
-    child = start(straight, 30, 40)
+    child = start(straight, EPOCHS, 40)
     assert child.wait() == 0, child.stderr.read()
     path = tmp_path / "run.npz"
     moments, statuses = random.Random(22), []
     for _ in range(4):
-        child = start(path, 30, 40)
+        child = start(path, EPOCHS, 40)
         time.sleep(moments.uniform(0.0, 0.3))
         child.send_signal(signal.SIGINT)
         statuses.append(child.wait())
         assert statuses[-1] in (0, 130), child.stderr.read()
     assert 130 in statuses  # at least one run was cut
-    child = start(path, 30, 40)
+    child = start(path, EPOCHS, 40)
     assert child.wait() == 0, child.stderr.read()
     expected, resumed = np.load(str(straight) + ".final.npz"), np.load(str(path) + ".final.npz")
     for name in expected.files:

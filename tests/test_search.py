@@ -63,6 +63,7 @@ def test_grid_values_are_geometric_on_log_ranges_and_whole_on_integer_ones():
 # --- a search, resumed -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_quick_search_writes_the_picture_and_the_table_and_a_rerun_continues_the_study(tmp_path, capsys):
     out = tmp_path / "out"
@@ -86,6 +87,7 @@ def test_a_quick_search_writes_the_picture_and_the_table_and_a_rerun_continues_t
     assert [t.params for t in at_once.trials] == [t.params for t in study.trials]
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_continues(tmp_path, monkeypatch, capsys):
     from xpnet.tools.search import study as studies
@@ -179,6 +181,7 @@ def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeati
 @needs_optuna
 @pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), pytest.param("grid", "none", marks=pytest.mark.slow),
                                              ("cmaes", "median")])
+@pytest.mark.slow
 def test_other_samplers_and_pruning(tmp_path, sampler, pruner):
     if sampler == "cmaes" and find_spec("cmaes") is None:
         pytest.skip("--sampler cmaes needs the cmaes package: pip install cmaes")
@@ -244,6 +247,7 @@ def test_impossible_settings_give_one_line(tmp_path, args, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_study_refuses_trials_run_with_other_settings(tmp_path, capsys):
     assert main(["search", "--quick", "--out", str(tmp_path), "--quiet", "--trials", "1"]) == 0

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    find_spec("optuna") is None or find_spec("matplotlib") is None,
-    reason="xpnet search needs optuna and matplotlib: pip install 'xpnet[search]'")
+pytestmark = [
+    pytest.mark.skipif(find_spec("optuna") is None or find_spec("matplotlib") is None,
+                       reason="xpnet search needs optuna and matplotlib: pip install 'xpnet[search]'"),
+    pytest.mark.slow,  # worker processes and a PostgreSQL server: CI runs them with -m slow
+]
 
 REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT, GRACE = 1, 3
