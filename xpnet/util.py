@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 
-from . import threads
+from . import hostmem, threads
 from .backend import get_array_module
 
 __all__ = ["conv_output_size", "im2col", "col2im"]  # the book's; the channels-last helpers below are internal
@@ -262,6 +262,7 @@ def map_parts(xp, fn, parts):
     caller combines, in order.
     """
     if xp.__name__ == "numpy":
+        hostmem.keep_freed_memory()
         return threads.parallel_map(fn, parts)
     return [fn(part) for part in parts]
 
