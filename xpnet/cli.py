@@ -193,6 +193,10 @@ def info():
     for name in ("numpy", "cupy", "cuda_runtime", "cuda_driver"):
         print(f"{name:<12} {versions[name] or 'not available'}")
     print(f"default      {os.environ.get('XPNET_DEVICE') or 'cpu'} (XPNET_DEVICE)")
+    from . import threads
+
+    print(f"threads      {threads.get_num_threads()} on the CPU ({threads.num_threads_source()}); "
+          f"BLAS: {threads.blas_info()}")
     print("devices      cpu")
     for gpu in backend.gpu_devices():
         print(f"             gpu:{gpu['index']}  {gpu['name']}, {gpu['memory_bytes'] / 2**30:.0f} GiB, "
