@@ -234,10 +234,11 @@ SERIAL_BYTES = 2**16
 PART_BYTES = 2**20  # a slice of elementwise work: its operands stay in a core's cache between operations
 
 
-def batch_parts(xp, n, bytes_per_example, part_bytes=PART_BYTES, device_part_bytes=None):
+def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=None):
     """Slices of a batch of ``n`` examples for work that needs ``bytes_per_example`` of temporaries each.
 
-    On the CPU, each slice needs at most ``part_bytes`` (so that its
+    On the CPU, each slice needs at most ``part_bytes`` (default
+    ``PART_BYTES``, so that its
     temporaries stay in cache), and the slices come in a multiple of the
     thread count (at least one per thread, as even as the batch allows),
     except that work of at most ``SERIAL_BYTES`` in all is one slice: waking
@@ -252,7 +253,7 @@ def batch_parts(xp, n, bytes_per_example, part_bytes=PART_BYTES, device_part_byt
     if total <= SERIAL_BYTES:
         return [slice(0, n)]
     count = threads.get_num_threads()
-    return threads.split(n, count * -(-total // (part_bytes * count)))
+    return threads.split(n, count * -(-total // ((part_bytes or PART_BYTES) * count)))
 
 
 def map_parts(xp, fn, parts):
