@@ -426,3 +426,16 @@ def test_batchnorm_before_any_training_is_nearly_the_identity(device, rng):
     bn = BatchNormalization(to_device(np.ones(3, np.float32), device), to_device(np.zeros(3, np.float32), device))
     x = rng.standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(to_numpy(bn.forward(to_device(x, device), train_flg=False)), x, rtol=1e-5)
+
+
+def test_convolution_backward_without_the_input_gradient_gives_the_same_parameter_gradients(rng):
+    W, b = f32(rng, (6, 2, 3, 3), "cpu"), f32(rng, (6,), "cpu")
+    x, results = f32(rng, (5, 2, 8, 7), "cpu"), []
+    for input_gradient in (True, False):
+        conv = Convolution(W, b, pad=1)
+        out = conv.forward(x)
+        dx = conv.backward(out * 0.5, input_gradient=input_gradient)
+        assert (dx is None) is (not input_gradient)
+        results.append((conv.dW, conv.db))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -594,7 +594,13 @@ class Convolution:
         fn, c, fh, fw = self.W.shape
         return self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
 
-    def backward(self, dout):
+    def backward(self, dout, input_gradient=True):
+        """dW, db and the returned dx from ``dout`` (N, FN, OH, OW).
+
+        ``input_gradient=False`` skips dx and returns None on the CPU (the
+        GPU kernels compute it regardless): a network's first layer, whose
+        input is the data, needs only dW and db.
+        """
         xp = get_array_module(dout)
         fn, c, fh, fw = self.W.shape
         n, _, h, w = self.x_shape
@@ -603,8 +609,10 @@ class Convolution:
         out_h, out_w = dout.shape[1:3]
         if kernels.active(xp):
             return self._backward_gpu(xp.ascontiguousarray(dout), out_h, out_w)
-        gather = self._gathers_input_gradient()
-        if gather:
+        gather = input_gradient and self._gathers_input_gradient()
+        if not input_gradient:
+            dx = None
+        elif gather:
             # dx = dout, padded by (filter - 1 - pad), correlated with the 180-degree-rotated filters.
             flipped = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
             dx = xp.empty((n, h, w, c), dtype=self.W.dtype)
@@ -620,7 +628,7 @@ class Convolution:
             dW, db = d.T @ col, _column_sums(d)
             if gather:
                 self._input_gradient_by_gather(d_img, flipped, dx[part])
-            else:
+            elif dx is not None:
                 dcol = scratch(xp, (col.shape[0], col_W.shape[0]), col.dtype, slot=1)
                 xp.matmul(d, col_W.T, out=dcol)
                 dx[part] = 0
@@ -632,6 +640,8 @@ class Convolution:
         self.db = sum_in_order([db for _, db in parts])
         dW = sum_in_order([dW for dW, _ in parts])
         self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
+        if dx is None:
+            return None
         if not gather:
             dx = dx[:, p:p + h, p:p + w, :]
         return dx.transpose(0, 3, 1, 2)

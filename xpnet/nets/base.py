@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import backend
 from ..backend import get_array_module, to_device
 from ..gradient import numerical_gradient
-from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
+from ..layers import BatchNormalization, Convolution, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
 _BUFFERS = BatchNormalization.buffers
@@ -99,8 +99,13 @@ class Network:
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
         self.loss(x, t, train_flg=True)
         dout = self.last_layer.backward(1)
-        for layer in reversed(list(self.layers.values())):
+        *later, first = reversed(list(self.layers.values()))
+        for layer in later:
             dout = layer.backward(dout)
+        if isinstance(first, Convolution):  # its input is the data: no gradient to pass on, so skip dx
+            first.backward(dout, input_gradient=False)
+        else:
+            first.backward(dout)
         grads = {}
         for name, (layer, attribute) in self._slots.items():
             grads[name] = getattr(layer, "d" + attribute)
