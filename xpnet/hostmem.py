@@ -12,21 +12,22 @@ threshold at 1 GiB, freed blocks stay in the heap and the next step's
 arrays reuse their pages. The price: the process keeps, as free heap, the
 memory its largest step needed (what it needs anyway one step later).
 
-This is a fast path, switchable: ``XPNET_KEEP_FREED_MEMORY=0`` leaves
-``malloc`` as it is. It acts once per process, on xpnet's first CPU
-work, and only where the C library is glibc (elsewhere it does nothing).
+This is a fast path, switchable (``XPNET_CPU_FAST_PATHS_OFF=keep_freed_memory``
+leaves ``malloc`` as it is; see :mod:`xpnet.fastpaths`). It acts once per
+process, on xpnet's first CPU work, and only where the C library is glibc
+(elsewhere it does nothing).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import threading
+
+from . import fastpaths
 
 __all__ = ["keep_freed_memory", "state"]
 
-ENV = "XPNET_KEEP_FREED_MEMORY"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems
 TRIM_THRESHOLD = 2**30
@@ -51,8 +52,8 @@ def state() -> str:
 
 
 def _tune() -> str:
-    if os.environ.get(ENV, "").strip() == "0":
-        return f"off ({ENV}=0)"
+    if not fastpaths.enabled("keep_freed_memory"):
+        return f"off ({fastpaths.ENV} names it)"
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

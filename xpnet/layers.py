@@ -22,7 +22,7 @@ Fixed relative to the book, each noted where it happens:
 
 from __future__ import annotations
 
-from . import backend, kernels
+from . import backend, fastpaths, kernels
 from .backend import DeviceError, get_array_module
 from .functions import log_softmax
 from .threads import split
@@ -592,7 +592,8 @@ class Convolution:
         pad < the filter size.
         """
         fn, c, fh, fw = self.W.shape
-        return self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
+        fits = self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
+        return fits and fastpaths.enabled("input_gradient_by_gather")
 
     def backward(self, dout, input_gradient=True):
         """dW, db and the returned dx from ``dout`` (N, FN, OH, OW).

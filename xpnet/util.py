@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 
-from . import hostmem, threads
+from . import fastpaths, hostmem, threads
 from .backend import get_array_module
 
 __all__ = ["conv_output_size", "im2col", "col2im"]  # the book's; the channels-last helpers below are internal
@@ -194,7 +194,7 @@ def scratch(xp, shape, dtype, slot=0):
     not kept. On the GPU, CuPy's memory pool already reuses memory, so this
     is ``xp.empty``.
     """
-    if xp.__name__ != "numpy":
+    if xp.__name__ != "numpy" or not fastpaths.enabled("scratch_buffers"):
         return xp.empty(shape, dtype=dtype)
     dtype = xp.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, fastpaths
 from ..backend import get_array_module, to_device
 from ..gradient import numerical_gradient
 from ..layers import BatchNormalization, Convolution, Dropout, SoftmaxWithLoss
@@ -102,7 +102,8 @@ class Network:
         *later, first = reversed(list(self.layers.values()))
         for layer in later:
             dout = layer.backward(dout)
-        if isinstance(first, Convolution):  # its input is the data: no gradient to pass on, so skip dx
+        if isinstance(first, Convolution) and fastpaths.enabled("first_layer_without_input_gradient"):
+            # Its input is the data: there is no gradient to pass on, so it skips dx.
             first.backward(dout, input_gradient=False)
         else:
             first.backward(dout)
