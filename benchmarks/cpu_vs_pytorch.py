@@ -167,10 +167,10 @@ def _rss(field):
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def run_child(*args, threads):
+def run_child(*args, threads, env=None):
     """Run this script in a fresh process (``--child ...``) and return what it printed, as JSON."""
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", *map(str, args)],
-                          capture_output=True, text=True, env=child_env(threads))
+                          capture_output=True, text=True, env={**child_env(threads), **(env or {})})
     if done.returncode:
         raise RuntimeError(f"{' '.join(map(str, args))}: {done.stderr.strip()}")
     return json.loads(done.stdout)
@@ -289,7 +289,8 @@ def child_main(argv):
     what, library, threads, batch, *rest = argv
     threads, batch = int(threads), int(batch)
     if what == "time":
-        print(json.dumps(time_cases(library, threads, batch, int(rest[0]))))
+        networks = rest[1].split(",") if len(rest) > 1 else NETWORKS
+        print(json.dumps(time_cases(library, threads, batch, int(rest[0]), networks=networks)))
     elif what == "memory":
         print(json.dumps(peak_step_bytes(library, threads, batch)))
     else:

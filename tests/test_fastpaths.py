@@ -84,5 +84,5 @@ def test_keeping_freed_memory_stops_new_arrays_from_faulting_in_fresh_pages():
     if not state.startswith("on"):
         pytest.skip(f"not glibc here: {state}")
     assert runs["keep_freed_memory"][0].startswith("off")
-    assert runs["keep_freed_memory"][1] > 1000  # 24 MiB of fresh pages per round: about 6,000 faults
+    assert runs["keep_freed_memory"][1] > 1000  # fresh pages every round
     assert faults < runs["keep_freed_memory"][1] / 20
