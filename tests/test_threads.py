@@ -15,7 +15,7 @@ import pytest
 
 import xpnet
 from xpnet import threads, util
-from xpnet.layers import Affine, Convolution, Pooling, Relu
+from xpnet.layers import Affine, BatchNormalization, Convolution, Pooling, Relu
 from xpnet.optimizer import get_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,7 +280,9 @@ def run_layers(rng):
                                                     rng.standard_normal(9).astype(np.float32), stride=2, pad=1),
                         "max pool": Pooling(2, 2, stride=2), "avg pool": Pooling(3, 3, stride=2, pad=1, mode="avg"),
                         "relu": Relu(), "affine": Affine(rng.standard_normal((4 * 9 * 8, 6)).astype(np.float32),
-                                                         rng.standard_normal(6).astype(np.float32))}.items():
+                                                         rng.standard_normal(6).astype(np.float32)),
+                        "batch norm": BatchNormalization(rng.standard_normal(4).astype(np.float32),
+                                                         rng.standard_normal(4).astype(np.float32))}.items():
         out = layer.forward(x)
         dx = layer.backward(np.asarray(np.cos(np.arange(out.size)).reshape(out.shape), dtype=np.float32))
         results[name] = [np.array(a) for a in (out, dx, getattr(layer, "dW", None), getattr(layer, "db", None))

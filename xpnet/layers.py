@@ -443,32 +443,66 @@ class BatchNormalization:
         if self.running_mean is None:
             self.running_mean = xp.zeros(x.shape[1], dtype=x.dtype)
             self.running_var = xp.ones(x.shape[1], dtype=x.dtype)
+        # Sums over the batch are taken slice by slice (in parallel on the CPU) and added in slice order.
+        count = x.size // max(x.shape[1], 1)  # values per feature or channel
+        xc = xp.empty_like(x)
         if train_flg:
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(shape)
-            var = (xc * xc).mean(axis=axes)
+            (mu,) = _sums_over_slices(lambda x: (x.sum(axis=axes),), x)
+            mu = mu / count
+
+            def center(xc, x):
+                xp.subtract(x, mu.reshape(shape), out=xc)
+                return ((xc * xc).sum(axis=axes),)
+
+            (var,) = _sums_over_slices(center, xc, x)
+            var = var / count
             m = self.momentum
             self.running_mean = m * self.running_mean + (1.0 - m) * mu
             self.running_var = m * self.running_var + (1.0 - m) * var
         else:
-            xc = x - self.running_mean.reshape(shape)
+            elementwise(lambda xc, x: xp.subtract(x, self.running_mean.reshape(shape), out=xc), xc, x)
             var = self.running_var
         self.std = xp.sqrt(var + self.eps).reshape(shape)
-        self.xn = xc / self.std
-        return self.gamma.reshape(shape) * self.xn + self.beta.reshape(shape)
+        gamma, beta = self.gamma.reshape(shape), self.beta.reshape(shape)
+
+        def normalize(out, xn, xc):
+            xp.divide(xc, self.std, out=xn)
+            xp.multiply(xn, gamma, out=out)
+            out += beta
+
+        self.xn = xp.empty_like(x)
+        return elementwise(normalize, xp.empty_like(x), self.xn, xc)
 
     def backward(self, dout):
         dout = dout.astype(self.gamma.dtype, copy=False)
+        xp = get_array_module(dout)
         axes, shape = self._axes(dout)
-        self.dbeta = dout.sum(axis=axes)
-        self.dgamma = (self.xn * dout).sum(axis=axes)
-        dxn = dout * self.gamma.reshape(shape)
+        self.dbeta, self.dgamma = _sums_over_slices(lambda d, xn: (d.sum(axis=axes), (xn * d).sum(axis=axes)),
+                                                    dout, self.xn)
+        scale = self.gamma.reshape(shape) / self.std
         if not self.train_flg:  # the running statistics are constants
-            return dxn / self.std
-        # d/dx of (x - batch mean) / batch std, in closed form.
-        mean_dxn = dxn.mean(axis=axes).reshape(shape)
-        mean_dxn_xn = (dxn * self.xn).mean(axis=axes).reshape(shape)
-        return (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+            return elementwise(lambda dx, d: xp.multiply(d, scale, out=dx), xp.empty_like(dout), dout)
+        # d/dx of gamma * (x - batch mean) / batch std + beta, in closed form: with m values per channel,
+        # gamma / std * (dout - dbeta / m - xn * dgamma / m).
+        count = dout.size // max(dout.shape[1], 1)
+        mean_d, mean_d_xn = (self.dbeta / count).reshape(shape), (self.dgamma / count).reshape(shape)
+
+        def input_gradient(dx, d, xn):
+            xp.multiply(xn, mean_d_xn, out=dx)
+            xp.subtract(d, dx, out=dx)
+            dx -= mean_d
+            dx *= scale
+
+        return elementwise(input_gradient, xp.empty_like(dout), dout, self.xn)
+
+
+def _sums_over_slices(fn, *arrays):
+    """``fn(*slices)`` over slices of the batch (in parallel on the CPU), each of its results summed in slice
+    order: a reduction over the batch as partial sums, then their total."""
+    xp = get_array_module(arrays[0])
+    parts = batch_parts(xp, arrays[0].shape[0], sum(a[:1].nbytes for a in arrays))
+    partials = map_parts(xp, lambda part: fn(*(a[part] for a in arrays)), parts)
+    return [sum_in_order(list(sums)) for sums in zip(*partials)]
 
 
 # --- convolution and pooling ----------------------------------------------------
