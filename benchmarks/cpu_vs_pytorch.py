@@ -117,16 +117,20 @@ def set_threads(library, threads):
     if library == "xpnet":
         import xpnet
 
-        xpnet.set_num_threads(threads)
+        if hasattr(xpnet, "set_num_threads"):  # older trees (--source) have BLAS threads only, set by the environment
+            xpnet.set_num_threads(threads)
     else:
         import torch
 
         torch.set_num_threads(threads)
 
 
+SOURCE = ROOT  # the tree whose xpnet is measured (--source)
+
+
 def child_env(threads):
-    """The environment of a measuring process: this source tree first on the path, pools sized before import."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    """The environment of a measuring process: the measured tree first on the path, pools sized before import."""
+    path = os.pathsep.join(p for p in (str(SOURCE), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
             "MKL_NUM_THREADS": str(threads), "XPNET_NUM_THREADS": str(threads)}
 
@@ -224,7 +228,6 @@ def library_facts():
     import numpy as np
 
     import xpnet
-    from xpnet import hostmem, threads
 
     try:
         import torch
@@ -232,17 +235,28 @@ def library_facts():
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
+    facts = {"numpy": np.__version__, "torch": torch_version, "xpnet": xpnet.__version__}
+    try:
+        from xpnet import hostmem, threads
+    except ImportError:  # an older tree (--source)
+        from threadpoolctl import threadpool_info
+
+        return {**facts, "blas": str([p for p in threadpool_info() if p["user_api"] == "blas"])}
     hostmem.keep_freed_memory()
-    return {"numpy": np.__version__, "torch": torch_version, "xpnet": xpnet.__version__, "blas": threads.blas_info(),
-            "host_memory": hostmem.state()}
+    return {**facts, "blas": threads.blas_info(), "host_memory": hostmem.state()}
+
+
+LABEL = None  # --label: what --source is, when it is not a git tree
 
 
 def commit():
     """The git commit of the source tree measured, with "+changes" if it differs from it; None outside git."""
+    if LABEL:
+        return LABEL
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SOURCE, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=SOURCE,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -285,6 +299,19 @@ def save(out, stem, result, text):
     (out / f"{stem}.md").write_text(text + "\n")
 
 
+def add_source_options(parser):
+    parser.add_argument("--source", type=Path, default=None,
+                        help="measure the xpnet of another source tree (e.g. an older commit from git archive)")
+    parser.add_argument("--label", default=None, help="what --source is (its commit): recorded and added to the names")
+
+
+def use_source(args):
+    global SOURCE, LABEL
+    if args.source:
+        SOURCE = args.source.resolve()
+    LABEL = args.label
+
+
 def child_main(argv):
     what, library, threads, batch, *rest = argv
     threads, batch = int(threads), int(batch)
@@ -309,7 +336,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="processes per library, alternating")
     parser.add_argument("--steps", type=int, default=15, help="timed calls of each case in each process")
     parser.add_argument("--out", type=Path, default=None, help="folder for cpu-vs-pytorch-<cores>core-<date>.json and .md")
+    add_source_options(parser)
     args = parser.parse_args(argv)
+    use_source(args)
     records = measure([args.threads], args.rounds, args.batch, args.steps)
     result = {"machine": machine(), "batch": args.batch, "threads": args.threads, "rounds": args.rounds,
               "steps": args.steps, "timings": timings(records, args.threads),
@@ -318,7 +347,8 @@ def main(argv=None):
     print(text)
     if args.out:
         m = result["machine"]
-        save(args.out, f"cpu-vs-pytorch-{m['cores']}core-{args.threads}threads-{m['date']}", result, text)
+        suffix = f"-{args.label}" if args.label else ""
+        save(args.out, f"cpu-vs-pytorch-{m['cores']}core-{args.threads}threads-{m['date']}{suffix}", result, text)
     return 0
 
 

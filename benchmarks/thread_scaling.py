@@ -132,7 +132,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="processes per library and thread count, alternating")
     parser.add_argument("--steps", type=int, default=15, help="timed calls of each case in each process")
     parser.add_argument("--out", type=Path, default=None, help="folder for thread-scaling-<cores>core-<date>.*")
+    cvp.add_source_options(parser)
     args = parser.parse_args(argv)
+    cvp.use_source(args)
     facts = cvp.machine()
     counts = sorted(set(args.threads or default_counts(facts["cores"])))
     records = cvp.measure(counts, args.rounds, args.batch, args.steps)
@@ -143,7 +145,7 @@ def main(argv=None):
     text = report(result)
     print(text)
     if args.out:
-        stem = f"thread-scaling-{facts['cores']}core-{facts['date']}"
+        stem = f"thread-scaling-{facts['cores']}core-{facts['date']}" + (f"-{args.label}" if args.label else "")
         cvp.save(args.out, stem, result, text)
         if plot(result, args.out / f"{stem}.png"):
             print(f"plot: {args.out / f'{stem}.png'}", file=sys.stderr)
