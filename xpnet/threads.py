@@ -241,7 +241,8 @@ def blas_info() -> str:
     blas = _blas_limit._blas()
     if blas is None:
         return _blas_limit.unavailable
-    libs = [f"{lib.internal_api} {lib.version or ''}".strip() + f" ({lib.num_threads} threads outside xpnet's work)"
+    libs = [f"{lib.internal_api} {lib.version or ''}".strip()
+            + f" ({lib.num_threads} thread{'s' if lib.num_threads != 1 else ''} outside xpnet's work)"
             for lib in blas.lib_controllers]
     return ", ".join(libs) or "none found by threadpoolctl"
 
