@@ -152,7 +152,8 @@ def _product(a, b):
     xp = get_array_module(a)
     if kernels.active(xp) or a.ndim == 0 or a.shape != b.shape:
         return a * b
-    return elementwise(lambda out, a, b: xp.multiply(a, b, out=out), xp.empty_like(b, dtype=xp.result_type(a, b)), a, b)
+    out = xp.empty_like(b, dtype=xp.result_type(a, b))
+    return elementwise(lambda out, a, b: xp.multiply(a, b, out=out), out, a, b)
 
 
 class Sigmoid:
@@ -543,7 +544,8 @@ class Convolution:
     def _chunks(self, n, bytes_per_example):
         """Slices of the batch, each unfolding at most ``col_bytes`` of columns; on the CPU a multiple of the
         thread count, so that every thread gets as many examples."""
-        return batch_parts(get_array_module(self.W), n, bytes_per_example, self.col_bytes["cpu"], self.col_bytes["gpu"])
+        xp = get_array_module(self.W)
+        return batch_parts(xp, n, bytes_per_example, self.col_bytes["cpu"], self.col_bytes["gpu"])
 
     @staticmethod
     def _unfold(img, fh, fw, stride, out_h, out_w, slot=0):
@@ -671,7 +673,8 @@ class Convolution:
             return dW, db
 
         widest = max(c, fn) if gather else c  # the columns of x, and of dout where dx is a gather
-        parts = map_parts(xp, backward_part, self._chunks(n, max(out_h * out_w, h * w) * fh * fw * widest * dout.itemsize))
+        column_bytes = max(out_h * out_w, h * w) * fh * fw * widest * dout.itemsize
+        parts = map_parts(xp, backward_part, self._chunks(n, column_bytes))
         self.db = sum_in_order([db for _, db in parts])
         dW = sum_in_order([dW for dW, _ in parts])
         self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
@@ -688,18 +691,16 @@ class Convolution:
         n, out_h, out_w, _ = d_img.shape
         h, w = dx.shape[1:3]
         ph, pw = fh - 1 - self.pad, fw - 1 - self.pad
-        d_pad = pad_channels_last(d_img, ph, pw, out=scratch(xp, (n, out_h + 2 * ph, out_w + 2 * pw, fn), d_img.dtype, 2))
+        d_pad = scratch(xp, (n, out_h + 2 * ph, out_w + 2 * pw, fn), d_img.dtype, slot=2)
+        pad_channels_last(d_img, ph, pw, out=d_pad)
         d_col = self._unfold(d_pad, fh, fw, 1, h, w, slot=1)
         xp.matmul(d_col, flipped, out=dx.reshape(-1, c))
 
 
 def _column_sums(d):
-    """``d.sum(axis=0)`` of a tall (rows, FN) matrix, as a product with ones on the CPU: BLAS adds in blocks,
-    which is faster and more accurate than NumPy's row-by-row reduction over the long axis."""
-    xp = get_array_module(d)
-    if xp.__name__ != "numpy":
-        return d.sum(axis=0)
-    return xp.ones(d.shape[0], dtype=d.dtype) @ d
+    """``d.sum(axis=0)`` of a tall (rows, FN) matrix as a product with ones: BLAS adds in blocks, faster and
+    more accurate than NumPy's row-by-row reduction over the long axis (the GPU kernels' bias gradient too)."""
+    return get_array_module(d).ones(d.shape[0], dtype=d.dtype) @ d
 
 
 class Pooling:
