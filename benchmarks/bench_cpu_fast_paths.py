@@ -18,5 +18,6 @@ def test_the_fast_path_benchmark_times_each_fast_path_on_and_off(tmp_path):
     assert {(r["state"], r["fast_path"]) for r in result["records"]} == {
         ("on", "first_layer_without_input_gradient"), ("off", "first_layer_without_input_gradient")}
     assert [r["case"] for r in result["rows"]] == ["SimpleConvNet train", "DeepConvNet train"]
-    assert all(r["gain"] == r["off_ms"] / r["on_ms"] for r in result["rows"])
+    assert all(r["gain"] == r["off_ms"] / r["on_ms"] and r["cpu_gain"] == r["off_cpu_ms"] / r["on_cpu_ms"]
+               for r in result["rows"])
     assert "| first_layer_without_input_gradient | SimpleConvNet train | 1 |" in json_file.with_suffix(".md").read_text()

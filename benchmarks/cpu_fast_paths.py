@@ -42,7 +42,8 @@ def measure(thread_counts, rounds, batch, steps, names):
                     env = {"XPNET_CPU_FAST_PATHS_OFF": name if state == "off" else ""}
                     ms = cvp.run_child("time", "xpnet", threads, batch, steps, networks, threads=threads, env=env)
                     records.append({"fast_path": name, "state": state, "threads": threads, "round": r, "load": load,
-                                    "ms": {case: v for case, v in ms.items() if case.endswith("train")}})
+                                    **{key: {case: v for case, v in values.items() if case.endswith("train")}
+                                       for key, values in ms.items()}})
                     print(f"round {r + 1}/{rounds}: {name} {state} at {threads} threads, load {load:.2f}",
                           file=sys.stderr)
     return records
@@ -54,10 +55,12 @@ def summarize(records):
     for name, threads in keys:
         mine = [r for r in records if r["fast_path"] == name and r["threads"] == threads]
         for case in mine[0]["ms"]:
-            on = statistics.median(r["ms"][case] for r in mine if r["state"] == "on")
-            off = statistics.median(r["ms"][case] for r in mine if r["state"] == "off")
-            rows.append({"fast_path": name, "case": case, "threads": threads, "on_ms": on, "off_ms": off,
-                         "gain": off / on})
+            row = {"fast_path": name, "case": case, "threads": threads}
+            for key in ("ms", "cpu_ms"):
+                row[f"on_{key}"] = statistics.median(r[key][case] for r in mine if r["state"] == "on")
+                row[f"off_{key}"] = statistics.median(r[key][case] for r in mine if r["state"] == "off")
+            row["gain"], row["cpu_gain"] = row["off_ms"] / row["on_ms"], row["off_cpu_ms"] / row["on_cpu_ms"]
+            rows.append(row)
     return rows
 
 
@@ -66,10 +69,12 @@ def report(result):
     lines = [f"CPU: {m['cpu']}, {m['cores']} cores; NumPy {m['numpy']}; float32, batch {result['batch']}; "
              f"commit {m.get('commit') or 'unknown'}; {m['date']} {m['time']}; {result['rounds']} rounds of "
              f"alternating processes, {cvp.load_range(result['records'])}", "",
-             "| fast path | case | threads | on ms | off ms | gain (off ÷ on) |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "| fast path | case | threads | on ms | off ms | gain (off ÷ on) | on CPU ms | off CPU ms | CPU gain |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
         lines.append(f"| {r['fast_path']} | {r['case']} | {r['threads']} | {r['on_ms']:.1f} | {r['off_ms']:.1f} | "
-                     f"{r['gain']:.2f} |")
+                     f"{r['gain']:.2f} | {r['on_cpu_ms']:.1f} | {r['off_cpu_ms']:.1f} | {r['cpu_gain']:.2f} |")
+    lines += ["", cvp.CPU_TIME_NOTE]
     return "\n".join(lines)
 
 

@@ -37,10 +37,12 @@ def summarize(records, counts):
     base = {lib: cvp.medians(records, lib, counts[0]) for lib in cvp.LIBRARIES}
     for n in counts:
         ms = {lib: cvp.medians(records, lib, n) for lib in cvp.LIBRARIES}
+        cpu = {lib: cvp.medians(records, lib, n, "cpu_ms") for lib in cvp.LIBRARIES}
         table[n] = {case: {"xpnet_ms": ms["xpnet"][case], "torch_ms": ms["torch"][case],
                            "ratio": ms["xpnet"][case] / ms["torch"][case],
                            "xpnet_speedup": base["xpnet"][case] / ms["xpnet"][case],
-                           "torch_speedup": base["torch"][case] / ms["torch"][case]}
+                           "torch_speedup": base["torch"][case] / ms["torch"][case],
+                           "xpnet_cpu_ms": cpu["xpnet"][case], "torch_cpu_ms": cpu["torch"][case]}
                     for case in ms["xpnet"]}
     return table
 
@@ -75,16 +77,19 @@ def report(result):
              f"float32, batch {result['batch']}; commit {m.get('commit') or 'unknown'}; {m['date']} {m['time']}; "
              f"{result['rounds']} rounds of alternating processes, {cvp.load_range(result['records'])}", ""]
     for case in cvp.CASES:
-        lines += [f"### {case}", "", "| threads | xpnet ms | PyTorch ms | ratio | xpnet speedup | PyTorch speedup |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"### {case}", "", "| threads | xpnet ms | PyTorch ms | ratio | xpnet speedup | PyTorch speedup "
+                                     "| xpnet CPU ms | PyTorch CPU ms |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for n, cases in table.items():
             r = cases[case]
             lines.append(f"| {n} | {r['xpnet_ms']:.1f} | {r['torch_ms']:.1f} | {r['ratio']:.2f} | "
-                         f"{r['xpnet_speedup']:.2f} | {r['torch_speedup']:.2f} |")
+                         f"{r['xpnet_speedup']:.2f} | {r['torch_speedup']:.2f} | {r['xpnet_cpu_ms']:.1f} | "
+                         f"{r['torch_cpu_ms']:.1f} |")
         lines.append("")
     lines += ["### Targets", "", "| target | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
     for what, value, wanted, met in result["targets"]:
         lines.append(f"| {what} | {value:.2f} | {wanted} | {'yes' if met else 'no'} |")
+    lines += ["", cvp.CPU_TIME_NOTE]
     return "\n".join(lines)
 
 
