@@ -199,6 +199,37 @@ def test_blas_runs_single_threaded_inside_parallel_work_and_gets_its_count_back_
         assert blas_threads() == before
 
 
+class BlasSpy(np.ndarray):
+    """An array that records the BLAS thread count of every matrix product it takes part in."""
+
+    counts = []
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul:
+            BlasSpy.counts.append(blas_threads())
+        plain = [a.view(np.ndarray) if isinstance(a, BlasSpy) else a for a in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, BlasSpy) else a for a in kwargs["out"])
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_every_product_of_the_layers_runs_with_blas_at_one_thread(count):
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    spy = lambda *shape: rng.standard_normal(shape).astype(np.float32).view(BlasSpy)  # noqa: E731
+    xpnet.set_num_threads(count)
+    BlasSpy.counts = []
+    with threadpool_limits(2, user_api="blas"):  # outside xpnet's work BLAS may use 2 threads (and spin-wait)
+        for layer, x in ((Affine(spy(12, 5), spy(5)), spy(3, 12)), (Affine(spy(300, 40), spy(40)), spy(200, 300)),
+                         (Convolution(spy(4, 3, 3, 3), spy(4), pad=1), spy(5, 3, 6, 6))):
+            out = layer.forward(x)
+            layer.backward(np.ones(out.shape, np.float32).view(BlasSpy))
+    assert BlasSpy.counts and all(set(counts) == {1} for counts in BlasSpy.counts), BlasSpy.counts
+
+
 def test_a_parallel_call_inside_an_item_runs_serially_without_deadlock():
     xpnet.set_num_threads(2)
 

@@ -244,10 +244,8 @@ class Affine:
         n, (d, m) = self.x.shape[0], self.W.shape
         self.db = dout.sum(axis=0)
         parts = batch_parts(xp, n, (d + m) * dout.itemsize)
-        if len(parts) == 1:
-            self.dW = self.x.T @ dout
-            return (dout @ self.W.T).reshape(self.original_x_shape)
-        # dW by slices of its rows (each a full sum over the batch: nothing to add up), dx by slices of the batch.
+        # dW by slices of its rows (each a full sum over the batch: nothing to add up), dx by slices of the batch;
+        # even as one slice of each, the products run inside xpnet's work, where BLAS is held at one thread.
         self.dW = xp.empty_like(self.W)
         dx = xp.empty((n, d), dtype=self.W.dtype)
         rows = [("dW", rows) for rows in split(d, len(parts))] + [("dx", part) for part in parts]
