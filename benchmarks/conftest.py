@@ -27,6 +27,7 @@ import pytest
 
 import xpnet
 from xpnet import backend as xb
+from xpnet import threads
 
 import peers
 
@@ -134,14 +135,10 @@ def blas_info() -> dict:
     return info
 
 
-_BLAS = None
-
-
-def blas_threads() -> int:
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = blas_info()
-    return int(_BLAS["threads"] or usable_cores())
+def cpu_threads() -> int:
+    """The CPU threads of xpnet's work (``xpnet.set_num_threads``, ``XPNET_NUM_THREADS``, else every usable core);
+    the PyTorch peer gets as many."""
+    return xpnet.get_num_threads()
 
 
 def gpu_name() -> str | None:
@@ -169,6 +166,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "usable_cores": usable_cores(),
         "numpy": np.__version__,
         "blas": blas_info(),
+        "xpnet_threads": xpnet.get_num_threads(),
+        "xpnet_threads_source": threads.num_threads_source(),
         "dtype": np.dtype(DTYPE).name,
         "cupy_tf32": cupy_tf32(),
         "xpnet_device_env": os.environ.get("XPNET_DEVICE"),
@@ -177,7 +176,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "gpu_name": gpu_name(),
     }
     facts.update({k: v for k, v in xb.library_versions().items() if k != "numpy"})
-    facts["torch"] = peers.facts(threads=blas_threads())
+    facts["torch"] = peers.facts(threads=cpu_threads())
     machine_info["xpnet"] = facts
 
 
@@ -224,7 +223,7 @@ def make_backend(name: str) -> Backend:
     reason = peers.unavailable_reason(cuda=name == "torch-cuda")
     if reason:
         pytest.skip(f"{name} case skipped: {reason}")
-    peers.configure(threads=blas_threads())
+    peers.configure(threads=cpu_threads())
     return Backend(name, "cuda" if name == "torch-cuda" else "cpu", True, name == "torch-cuda")
 
 
@@ -355,7 +354,7 @@ def measure(backend, batch, request, benchmark):
             "dtype": np.dtype(DTYPE).name,
             "flops": int(flops),
             "im2col_bytes": int(im2col_bytes),
-            "threads": peers.threads() if bk.name == "torch-cpu" else (blas_threads() if bk.name == "numpy" else None),
+            "threads": peers.threads() if bk.name == "torch-cpu" else (cpu_threads() if bk.name == "numpy" else None),
             "tf32": cupy_tf32() if bk.name == "cupy" else False,
             **extra,
         })

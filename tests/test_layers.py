@@ -572,3 +572,16 @@ def test_parameters_of_mixed_dtypes_are_refused(device, rng, layer, make, shape,
     with pytest.raises(ValueError, match=rf"^{layer}: {first} is float32 but {second} is float64; the parameters of "
                                          r"one layer share one floating dtype \(convert with \.astype\)$"):
         make(W, b)
+
+
+def test_convolution_backward_without_the_input_gradient_gives_the_same_parameter_gradients(rng):
+    W, b = f32(rng, (6, 2, 3, 3), "cpu"), f32(rng, (6,), "cpu")
+    x, results = f32(rng, (5, 2, 8, 7), "cpu"), []
+    for input_gradient in (True, False):
+        conv = Convolution(W, b, pad=1)
+        out = conv.forward(x)
+        dx = conv.backward(out * 0.5, input_gradient=input_gradient)
+        assert (dx is None) is (not input_gradient)
+        results.append((conv.dW, conv.db))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend, checkpoint
+from .. import backend, checkpoint, fastpaths
 from ..backend import get_array_module, is_cupy_array, to_device, to_numpy
 from ..gradient import numerical_gradient
 from ..labels import class_indices
-from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
+from ..layers import BatchNormalization, Convolution, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
 _BUFFERS = BatchNormalization.buffers
@@ -170,8 +170,14 @@ class Network:
         x, t = self._batch("gradient", x, t)
         self._loss(x, t, True)
         dout = self.last_layer.backward(1)
-        for layer in reversed(list(self.layers.values())):
+        *later, first = reversed(list(self.layers.values()))
+        for layer in later:
             dout = layer.backward(dout)
+        if isinstance(first, Convolution) and fastpaths.enabled("first_layer_without_input_gradient"):
+            # Its input is the data: there is no gradient to pass on, so it skips dx.
+            first.backward(dout, input_gradient=False)
+        else:
+            first.backward(dout)
         grads = {}
         for name, (layer, attribute) in self._slots.items():
             grads[name] = getattr(layer, "d" + attribute)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from xpnet import __version__, backend
+from xpnet import __version__, backend, threads
 
 from ..args import device
 
@@ -42,6 +42,8 @@ def run(args):
     for name in ("numpy", "cupy", "cuda_runtime", "cuda_driver"):
         print(f"{name:<12} {versions[name] or 'not available'}")
     print(f"default      {default}")
+    print(f"threads      {threads.get_num_threads()} on the CPU ({threads.num_threads_source()}); "
+          f"BLAS: {threads.blas_info()}")
     print("devices      cpu")
     for gpu in backend.gpu_devices():
         print(f"             gpu:{gpu['index']}  {gpu['name']}, {gpu['memory_bytes'] / 2**30:.0f} GiB, "
