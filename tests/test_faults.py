@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mounts import tmpfs
 from xpnet.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # real runs killed and interrupted many times: CI runs them with -m slow
@@ -102,22 +103,6 @@ def test_sigint_at_random_moments_resumes_to_the_straight_run(tmp_path):
     expected, resumed = np.load(str(straight) + ".final.npz"), np.load(str(path) + ".final.npz")
     for name in expected.files:
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
-
-
-@contextlib.contextmanager
-def tmpfs(folder, size="4m"):
-    """A small tmpfs mounted at ``folder`` for the block, always unmounted."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (a full disk and a read-only folder cannot be made otherwise)")
-    folder.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                            capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 def xpnet_cli(*args):

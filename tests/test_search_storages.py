@@ -23,6 +23,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from mounts import tmpfs
 
 pytestmark = [
     pytest.mark.skipif(find_spec("optuna") is None or find_spec("matplotlib") is None,
@@ -378,18 +379,8 @@ def test_a_search_that_fails_before_its_first_trial_leaves_no_empty_database(sea
 @pytest.fixture
 def small_disk(tmp_path):
     """A folder on a tmpfs of 1 MiB, mounted for the test (needs root) and unmounted after it."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a full disk is made with a small tmpfs, which needs root")
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
-                             text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", size="1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 def fill(folder):
