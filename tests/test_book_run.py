@@ -57,6 +57,7 @@ def test_options_of_the_command_come_before_the_script(script, tmp_path, capsys)
 def test_the_scripts_exit_status_is_the_commands(tmp_path):
     assert main(["book", "run", str(write(tmp_path / "stop.py", "import sys\nsys.exit(3)\n"))]) == 3
     assert main(["book", "run", str(write(tmp_path / "done.py", "import sys\nsys.exit()\n"))]) == 0
+    assert main(["book", "run", str(write(tmp_path / "said.py", "import sys\nsys.exit('no data')\n"))]) == 1
 
 
 def test_an_error_in_the_script_prints_its_traceback_and_fails(tmp_path, capsys):
@@ -183,3 +184,4 @@ def test_convert_refuses_a_hostile_pickle_in_one_line(tmp_path, capsys):
     (tmp_path / "params.pkl").write_bytes(b"cposix\nsystem\n(Vtrue\ntR.")
     assert main(["convert", str(tmp_path / "params.pkl"), str(tmp_path / "params.npz")]) == 1
     assert "xpnet convert: error:" in capsys.readouterr().err and not (tmp_path / "params.npz").exists()
+

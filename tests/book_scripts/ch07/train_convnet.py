@@ -9,9 +9,9 @@ from simple_convnet import SimpleConvNet
 from common.trainer import Trainer
 
 (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False)
-x_train, t_train = x_train[:1000], t_train[:1000]
+x_train, t_train = x_train[:800], t_train[:800]
 
-max_epochs = 5
+max_epochs = 4
 
 network = SimpleConvNet(input_dim=(1, 28, 28),
                         conv_param={'filter_num': 6, 'filter_size': 5, 'pad': 0, 'stride': 1},

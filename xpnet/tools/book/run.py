@@ -66,13 +66,17 @@ def run(args) -> int:
     script = Path(args.script)
     if not script.is_file():
         raise FileNotFoundError(f"no script {script}")
-    device = backend.get_device() if args.device is None else backend.set_device(args.device)
-    print(f"xpnet book run: {script} on {device}, with common/ and dataset/ from xpnet {__version__}", file=sys.stderr)
-    with book_environment(script, args, device):
+    chosen = contextlib.nullcontext(backend.get_device()) if args.device is None else backend.using_device(args.device)
+    with chosen as device, book_environment(script, args, device):
+        print(f"xpnet book run: {script} on {device}, with common/ and dataset/ from xpnet {__version__}",
+              file=sys.stderr)
         try:
             runpy.run_path(str(script), run_name="__main__")
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except SystemExit as exc:  # sys.exit(n), sys.exit() or sys.exit("message"), as Python itself ends them
+            if exc.code is None or isinstance(exc.code, int):
+                return exc.code or 0
+            print(exc.code, file=sys.stderr)
+            return 1
         except DatasetError as exc:
             hint = "" if args.mnist_t10k else "; offline, --mnist-t10k uses MNIST's 10,000 test images instead"
             print(f"xpnet book run: {script}: {getattr(exc, 'summary', None) or exc}{hint}", file=sys.stderr)
