@@ -24,6 +24,8 @@ from xpnet.layers import Affine, BatchNormalization, Convolution, Pooling, Relu,
 from xpnet.util import conv_output_size
 
 import peers
+import references
+from references import assert_matches
 
 F32 = np.dtype(np.float32)
 PASSES = ("forward", "backward")
@@ -64,13 +66,15 @@ def _normal(rng, shape, std=1.0):
     return (std * rng.standard_normal(shape)).astype(F32)
 
 
-def run_layer(measure, bk, pass_, *, label, family, x, dout, make_layer, make_module, t=None,
+def run_layer(measure, bk, pass_, *, label, family, x, dout, make_layer, make_module, reference, t=None,
               train_flg=None, flops=(0, 0), im2col_bytes=0):
-    """Time ``pass_`` of one layer on backend ``bk``.
+    """Time ``pass_`` of one layer on backend ``bk``; in a smoke run, check its result against ``reference()``.
 
     ``make_layer(to_device)`` builds the xpnet layer with its parameters on
     the device; ``make_module(device)`` the torch peer. ``x`` (and labels
     ``t``) and the upstream gradient ``dout`` are host arrays, moved once.
+    ``reference()`` returns the float64 forward output and input gradient
+    (:mod:`references`).
     """
     if bk.is_torch:
         peer = peers.LayerPeer(make_module(bk.device), bk.to_device(x), None if t is None else bk.to_device(t))
@@ -84,6 +88,7 @@ def run_layer(measure, bk, pass_, *, label, family, x, dout, make_layer, make_mo
         def backward(y):
             y.backward(dout_dev)
             bk.sync()
+            return peer.x.grad
     else:
         layer = make_layer(bk.to_device)
         inputs = (bk.to_device(x),) if t is None else (bk.to_device(x), bk.to_device(t))
@@ -100,7 +105,10 @@ def run_layer(measure, bk, pass_, *, label, family, x, dout, make_layer, make_mo
             bk.sync()
             return dx
 
-    info = dict(layer=label, family=family, pass_=pass_, im2col_bytes=im2col_bytes)
+    def check(result):
+        assert_matches(result, reference()[0 if pass_ == "forward" else 1], f"{label} {pass_} on {bk.name}")
+
+    info = dict(layer=label, family=family, pass_=pass_, im2col_bytes=im2col_bytes, check=check)
     if pass_ == "forward":
         measure(forward, flops=flops[0], **info)
     else:
@@ -116,9 +124,10 @@ def conv_case(shape: ConvShape, batch, rng):
     W = _normal(rng, (s.fn, s.c, s.k, s.k), math.sqrt(2.0 / (s.c * s.k * s.k)))
     b = _normal(rng, (s.fn,), 0.1)
     gemm = 2 * batch * oh * ow * s.fn * s.c * s.k * s.k
+    x, dout = _normal(rng, (batch, s.c, s.h, s.w)), _normal(rng, (batch, s.fn, oh, ow))
     return dict(
-        label=s.label, family="convolution",
-        x=_normal(rng, (batch, s.c, s.h, s.w)), dout=_normal(rng, (batch, s.fn, oh, ow)),
+        label=s.label, family="convolution", x=x, dout=dout,
+        reference=lambda: references.convolution(x, W, b, s.pad, dout),
         make_layer=lambda dev: Convolution(dev(W), dev(b), stride=1, pad=s.pad),
         make_module=lambda device: peers.conv2d(W, b, 1, s.pad, device),
         flops=(gemm, 2 * gemm), im2col_bytes=batch * oh * ow * s.c * s.k * s.k * F32.itemsize,
@@ -139,9 +148,10 @@ def pooling_case(batch, rng, c=30, h=24, w=24):
     oh, ow = conv_output_size(h, 2, 2), conv_output_size(w, 2, 2)
     # A shuffled linspace: no ties inside a window, so every backend picks the same maximum.
     x = rng.permutation(np.linspace(-1.0, 1.0, batch * c * h * w, dtype=F32)).reshape(batch, c, h, w)
+    dout = _normal(rng, (batch, c, oh, ow))
     return dict(
-        label=f"pool {c}x{h}x{w} 2x2 stride 2", family="pooling",
-        x=x, dout=_normal(rng, (batch, c, oh, ow)),
+        label=f"pool {c}x{h}x{w} 2x2 stride 2", family="pooling", x=x, dout=dout,
+        reference=lambda: references.max_pooling_2x2(x, dout),
         make_layer=lambda dev: Pooling(2, 2, stride=2),
         make_module=lambda device: peers.max_pool(2, 2, 2, 0, device),
         im2col_bytes=batch * oh * ow * c * 4 * F32.itemsize,
@@ -152,9 +162,10 @@ def affine_case(batch, rng, d=30 * 12 * 12, m=100):
     """SimpleConvNet's first Affine layer: 4320 pooled features to 100 hidden units."""
     W, b = _normal(rng, (d, m), math.sqrt(2.0 / d)), _normal(rng, (m,), 0.1)
     gemm = 2 * batch * d * m
+    x, dout = _normal(rng, (batch, d)), _normal(rng, (batch, m))
     return dict(
-        label=f"affine {d}->{m}", family="affine",
-        x=_normal(rng, (batch, d)), dout=_normal(rng, (batch, m)),
+        label=f"affine {d}->{m}", family="affine", x=x, dout=dout,
+        reference=lambda: references.affine(x, W, b, dout),
         make_layer=lambda dev: Affine(dev(W), dev(b)),
         make_module=lambda device: peers.linear(W, b, device),
         flops=(gemm, 2 * gemm),
@@ -164,9 +175,10 @@ def affine_case(batch, rng, d=30 * 12 * 12, m=100):
 def batchnorm_case(batch, rng, c=16, h=28, w=28):
     """Per-channel batch normalization in training mode, on DeepConvNet's first feature maps."""
     gamma, beta = (1.0 + _normal(rng, (c,), 0.1)).astype(F32), _normal(rng, (c,), 0.1)
+    x, dout = _normal(rng, (batch, c, h, w)), _normal(rng, (batch, c, h, w))
     return dict(
-        label=f"batchnorm {c}x{h}x{w}", family="batchnorm",
-        x=_normal(rng, (batch, c, h, w)), dout=_normal(rng, (batch, c, h, w)), train_flg=True,
+        label=f"batchnorm {c}x{h}x{w}", family="batchnorm", x=x, dout=dout, train_flg=True,
+        reference=lambda: references.batch_normalization(x, gamma, beta, BatchNormalization.eps, dout),
         make_layer=lambda dev: BatchNormalization(dev(gamma), dev(beta)),
         make_module=lambda device: peers.batch_norm(gamma, beta, 4, BatchNormalization.eps, 0.9, device),
     )
@@ -174,9 +186,10 @@ def batchnorm_case(batch, rng, c=16, h=28, w=28):
 
 def relu_case(batch, rng, c=30, h=24, w=24):
     """SimpleConvNet's first ReLU."""
+    x, dout = _normal(rng, (batch, c, h, w)), _normal(rng, (batch, c, h, w))
     return dict(
-        label=f"relu {c}x{h}x{w}", family="relu",
-        x=_normal(rng, (batch, c, h, w)), dout=_normal(rng, (batch, c, h, w)),
+        label=f"relu {c}x{h}x{w}", family="relu", x=x, dout=dout,
+        reference=lambda: references.relu(x, dout),
         make_layer=lambda dev: Relu(),
         make_module=peers.relu,
     )
@@ -184,9 +197,10 @@ def relu_case(batch, rng, c=30, h=24, w=24):
 
 def softmax_case(batch, rng, k=10):
     """The loss of every network: 10 class scores, index labels."""
+    x, t = _normal(rng, (batch, k), 3.0), rng.integers(0, k, size=batch)
     return dict(
-        label=f"softmaxwithloss {k}", family="softmaxwithloss",
-        x=_normal(rng, (batch, k), 3.0), t=rng.integers(0, k, size=batch), dout=None,
+        label=f"softmaxwithloss {k}", family="softmaxwithloss", x=x, t=t, dout=None,
+        reference=lambda: references.softmax_cross_entropy(x, t),
         make_layer=lambda dev: SoftmaxWithLoss(),
         make_module=peers.cross_entropy,
     )

@@ -16,25 +16,27 @@ import xpnet
 from xpnet.util import conv_output_size
 
 import peers
+import references
 
 F32 = np.dtype(np.float32)
 PASSES = ("train-step", "inference")
 INPUT_DIM = (1, 28, 28)
 LR = 0.001
+STEP_SEED = 7  # xpnet's generator before a measured step, and before its reference: the same dropout masks
 
 
 def _nets():
     return pytest.importorskip("xpnet.nets", reason="xpnet.nets (the book's networks) is not available")
 
 
-def build_simple_convnet():
+def build_simple_convnet(dtype=F32):
     return _nets().SimpleConvNet(input_dim=INPUT_DIM,
                                  conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
-                                 hidden_size=100, output_size=10, weight_init_std=0.01)
+                                 hidden_size=100, output_size=10, weight_init_std=0.01, dtype=dtype)
 
 
-def build_deep_convnet():
-    return _nets().DeepConvNet(input_dim=INPUT_DIM)
+def build_deep_convnet(dtype=F32):
+    return _nets().DeepConvNet(input_dim=INPUT_DIM, dtype=dtype)
 
 
 NETWORKS = {"SimpleConvNet": build_simple_convnet, "DeepConvNet": build_deep_convnet}
@@ -72,6 +74,14 @@ def make_network(name):
         return NETWORKS[name]()
 
 
+def float64_copy(net, name, device):
+    """The reference: network ``name`` with ``net``'s weights in float64, on ``device``."""
+    with xpnet.using_device("cpu"):
+        copy = NETWORKS[name](dtype=np.float64)
+    copy.load_state(net.state())
+    return copy.to(device)
+
+
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.parametrize("pass_", PASSES)
 def test_network(backend, batch, measure, pass_, name, rng):
@@ -80,6 +90,11 @@ def test_network(backend, batch, measure, pass_, name, rng):
     t_host = rng.integers(0, 10, size=batch)
     x, t = backend.to_device(x_host), backend.to_device(t_host)
     forward_flops, im2col_bytes = network_costs(net, batch)
+    where = "cpu" if backend.is_torch else backend.device  # xpnet's reference runs where xpnet's step ran
+    reference = float64_copy(net, name, where)
+    x64, t64 = xpnet.to_device(x_host.astype(np.float64), where), xpnet.to_device(t_host, where)
+    dropout = any(type(layer).__name__ == "Dropout" for layer in net.layers.values())
+    what = f"{name} {pass_} at batch {batch} on {backend.name}"
 
     if backend.is_torch:
         peer = peers.NetPeer(peers.net_like(net, backend.device), "adam", LR)
@@ -108,12 +123,30 @@ def test_network(backend, batch, measure, pass_, name, rng):
             backend.sync()
             return y
 
+    def check_step(result):
+        if backend.is_torch:  # the loss of the step: its dropout masks are torch's own, unlike any reference's
+            loss = float(references.host(result))
+            if dropout:
+                assert np.isfinite(loss) and loss > 0, what
+            else:
+                references.assert_matches(loss, float(reference.loss(x64, t64, train_flg=True)), what)
+            return
+        xpnet.seed(STEP_SEED)  # the masks of the measured step
+        expected = reference.gradient(x64, t64)
+        assert set(result) == set(expected), what
+        for key, value in expected.items():
+            references.assert_matches_in_norm(result[key], xpnet.to_numpy(value), f"{what}: {key}")
+
+    def check_inference(result):
+        references.assert_matches(result, xpnet.to_numpy(reference.predict(x64, train_flg=False)), what)
+
     info = dict(layer=f"{name} {'x'.join(map(str, INPUT_DIM))}", family="network", pass_=pass_,
                 im2col_bytes=im2col_bytes)
+    xpnet.seed(STEP_SEED)
     if pass_ == "train-step":
-        measure(train_step, flops=3 * forward_flops, optimizer="adam", **info)
+        measure(train_step, flops=3 * forward_flops, optimizer="adam", check=check_step, **info)
     else:
-        measure(inference, flops=forward_flops, **info)
+        measure(inference, flops=forward_flops, check=check_inference, **info)
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))

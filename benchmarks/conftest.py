@@ -3,7 +3,8 @@
 Two ways to run this folder:
 
 * smoke (the default, and what CI does through plain ``python -m pytest``):
-  timing is disabled, every case runs once (all batch sizes);
+  timing is disabled, every case runs once, as a test of its result: at
+  batch 1 in the default suite, at the other batches with ``-m slow``;
 * real: ``XPNET_BENCH=1 python -m pytest benchmarks --benchmark-json=FILE``
   (or ``--benchmark-enable``), every case is warmed up and timed.
 
@@ -19,12 +20,14 @@ import platform
 import time
 import tracemalloc
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import xpnet
 from xpnet import backend as xb
+from xpnet import threads
 
 import peers
 
@@ -58,6 +61,23 @@ def pytest_configure(config):
 def is_smoke(config) -> bool:
     """True when timing is off: each case runs once, as a test that the benchmark works."""
     return bool(config.getoption("benchmark_disable", False)) and not config.getoption("benchmark_enable", False)
+
+
+SMOKE_BATCHES = (1,)  # a smoke run of the default suite; the larger batches run with -m slow
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    """In a smoke run, the cases at batches beyond SMOKE_BATCHES are slow ones: -m slow runs them."""
+    if not is_smoke(config):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here not in Path(item.path).parents:
+            continue
+        batch = getattr(item, "callspec", None) and item.callspec.params.get("batch")
+        if batch is not None and batch not in SMOKE_BATCHES:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config):
@@ -115,14 +135,10 @@ def blas_info() -> dict:
     return info
 
 
-_BLAS = None
-
-
-def blas_threads() -> int:
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = blas_info()
-    return int(_BLAS["threads"] or usable_cores())
+def cpu_threads() -> int:
+    """The CPU threads of xpnet's work (``xpnet.set_num_threads``, ``XPNET_NUM_THREADS``, else every usable core);
+    the PyTorch peer gets as many."""
+    return xpnet.get_num_threads()
 
 
 def gpu_name() -> str | None:
@@ -150,6 +166,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "usable_cores": usable_cores(),
         "numpy": np.__version__,
         "blas": blas_info(),
+        "xpnet_threads": xpnet.get_num_threads(),
+        "xpnet_threads_source": threads.num_threads_source(),
         "dtype": np.dtype(DTYPE).name,
         "cupy_tf32": cupy_tf32(),
         "xpnet_device_env": os.environ.get("XPNET_DEVICE"),
@@ -158,7 +176,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "gpu_name": gpu_name(),
     }
     facts.update({k: v for k, v in xb.library_versions().items() if k != "numpy"})
-    facts["torch"] = peers.facts(threads=blas_threads())
+    facts["torch"] = peers.facts(threads=cpu_threads())
     machine_info["xpnet"] = facts
 
 
@@ -205,7 +223,7 @@ def make_backend(name: str) -> Backend:
     reason = peers.unavailable_reason(cuda=name == "torch-cuda")
     if reason:
         pytest.skip(f"{name} case skipped: {reason}")
-    peers.configure(threads=blas_threads())
+    peers.configure(threads=cpu_threads())
     return Backend(name, "cuda" if name == "torch-cuda" else "cpu", True, name == "torch-cuda")
 
 
@@ -311,18 +329,19 @@ def peak_memory(bk: Backend, setup, target) -> dict:
 
 @pytest.fixture
 def measure(backend, batch, request, benchmark):
-    """``measure(target, setup=None, *, layer, family, pass_, flops, im2col_bytes)`` times one case.
+    """``measure(target, setup=None, *, check, layer, family, pass_, flops, im2col_bytes)`` times one case.
 
     ``target`` is the timed call and must end with ``backend.sync()``. ``setup``
     (untimed, run before every round, also ending with ``backend.sync()``)
     returns the one argument of ``target``, e.g. what the forward pass kept
-    for a timed backward pass. After the timed rounds, one extra untimed
-    call measures peak memory.
+    for a timed backward pass. In a smoke run, ``check(result)`` then tests
+    what the one call returned against its reference. After the timed
+    rounds, one extra untimed call measures peak memory.
     """
 
     bk = backend
 
-    def run(target, setup=None, *, layer, family, pass_, flops=0, im2col_bytes=0, **extra):
+    def run(target, setup=None, *, check, layer, family, pass_, flops=0, im2col_bytes=0, **extra):
         benchmark.group = f"{layer} | {pass_} | batch {batch}"
         benchmark.extra_info.update({
             "layer": layer,
@@ -335,7 +354,7 @@ def measure(backend, batch, request, benchmark):
             "dtype": np.dtype(DTYPE).name,
             "flops": int(flops),
             "im2col_bytes": int(im2col_bytes),
-            "threads": peers.threads() if bk.name == "torch-cpu" else (blas_threads() if bk.name == "numpy" else None),
+            "threads": peers.threads() if bk.name == "torch-cpu" else (cpu_threads() if bk.name == "numpy" else None),
             "tf32": cupy_tf32() if bk.name == "cupy" else False,
             **extra,
         })
@@ -345,6 +364,7 @@ def measure(backend, batch, request, benchmark):
 
         if benchmark.disabled:
             result = benchmark.pedantic(target, setup=setup_args if setup else None)
+            check(result)
         else:
             rounds = _rounds(request.config, setup, target)
             result = benchmark.pedantic(target, setup=setup_args if setup else None, rounds=rounds, warmup_rounds=0)

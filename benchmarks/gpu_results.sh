@@ -53,9 +53,9 @@ for name in $parts; do
     bench)
         part bench to "$out/bench.log" env XPNET_BENCH=1 "$py" -m pytest benchmarks -p no:xdist -p no:cacheprovider \
             --benchmark-max-time=0.5 --benchmark-columns=median,iqr,rounds --benchmark-json="$out/results.json"
-        part report "$py" -m xpnet.benchreport "$out/results.json" --out "$out" ;;
+        part report "$py" -m xpnet.tools.benchreport "$out/results.json" --out "$out" ;;
     experiments)
-        if ! experiments=$("$py" -c "from xpnet.experiments import EXPERIMENTS; print(*sorted(EXPERIMENTS))"); then
+        if ! experiments=$("$py" -c "from xpnet.tools.experiments import EXPERIMENTS; print(*sorted(EXPERIMENTS))"); then
             echo "experiments: exit 1, they could not be listed" >> "$out/status.txt"
             continue
         fi

@@ -7,7 +7,8 @@ imported on first use only, so a run without torch cases never pays for it.
 Settings that keep the comparison fair, applied by :func:`configure`:
 float32 everywhere, TF32 off for matrix products and convolutions (xpnet's
 CuPy path runs full float32 unless CUPY_TF32=1), and as many CPU threads as
-NumPy's BLAS uses. cuDNN's autotuner stays at PyTorch's default (off).
+xpnet uses (``xpnet.get_num_threads()``). cuDNN's autotuner stays at
+PyTorch's default (off).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def unavailable_reason(cuda: bool = False) -> str | None:
 
 
 def configure(threads: int) -> None:
-    """float32 without TF32, and ``threads`` CPU threads (the count NumPy's BLAS uses)."""
+    """float32 without TF32, and ``threads`` CPU threads (the count xpnet uses)."""
     global _threads
     torch = _load()
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -3,18 +3,19 @@
 The activations of 5 layers of 100 units for 1,000 random inputs, as
 histograms per layer, and the training loss of MultiLayerNet (4 hidden
 layers of 100, SGD) with each of the six combinations. Writes
-docs/weight-init.png and .json and prints the table; the same as
+xpnet-experiments/weight-init.png (--out DIR: elsewhere) and .json and
+prints the table; the same as
 
-    xpnet experiment weight-init --out docs
+    xpnet experiment weight-init
 
 Options of that command may follow, e.g. --quick, --device gpu, --epochs 50.
 """
 
 import sys
 
-from xpnet.experiments import run_experiment
+from xpnet.tools.experiments import run_experiment
 
-numbers = run_experiment("weight-init", ["--out", "docs", *sys.argv[1:]])
+numbers = run_experiment("weight-init", sys.argv[1:])
 for row in numbers["rows"]:
     print(f"{row['activation']:>7}, {row['init']:<8}: layer-5 activations std {row['std5']:.1e}, "
           f"training loss {row['final_loss']:.3f} in the last epoch")

@@ -14,8 +14,8 @@ does. About 20 seconds on a laptop CPU; XPNET_DEVICE=gpu trains on a GPU.
 import optuna
 
 from xpnet.datasets import load_digits
-from xpnet.search import DEFAULT_SPACE
-from xpnet.search.study import make_objective, split_train_validation
+from xpnet.tools.search import DEFAULT_SPACE
+from xpnet.tools.search.study import make_objective, split_train_validation
 
 (x_train, t_train), _ = load_digits()  # the test set plays no part in tuning
 train, validation = split_train_validation(x_train, t_train, train_size=500, val_ratio=0.2, seed=0)

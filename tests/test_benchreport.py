@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from xpnet import benchreport
+from xpnet.tools import benchreport
 
 MS = 1e-3
 MIB = 2 ** 20
@@ -240,7 +240,7 @@ def test_group_and_params_suffice_without_extra_info():
 
 
 def test_xpnet_bench_report_command(tmp_path):
-    from xpnet import cli
+    from xpnet.tools import cli
 
     results = write(tmp_path / "results.json", synthetic_results())
     assert cli.main(["bench", "report", str(results), "--out", str(tmp_path / "out")]) == 0

@@ -3,6 +3,7 @@
 import importlib
 import inspect
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,31 +229,42 @@ def test_the_trainer_trains_the_networks_with_their_device_gradients(book, devic
 # --- dataset.mnist ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_mnist(tmp_path, monkeypatch):
-    """XPNET_DATA whose MNIST cache holds 30 training and 10 test images of 28x28."""
-    rng = np.random.default_rng(0)
-    (tmp_path / "mnist").mkdir()
-    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
-             t_train=rng.integers(0, 10, 30).astype(np.uint8), x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
-             t_test=rng.integers(0, 10, 10).astype(np.uint8))
-    monkeypatch.setenv("XPNET_DATA", str(tmp_path))
-    monkeypatch.delenv("XPNET_BOOK_MNIST", raising=False)
-    return tmp_path
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+needs_shared_mnist = pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+                                        reason=f"no MNIST test files in {SHARED_MNIST} (the project's ../shared/data/mnist)")
 
 
+@pytest.fixture(scope="module")
+def t10k_raw():
+    """MNIST's 10,000 checksum-verified test images as the core loads them: uint8 (N, 1, 28, 28), uint8 labels."""
+    from xpnet.datasets import load_mnist_test_split
+
+    return load_mnist_test_split(str(SHARED_MNIST), train_size=8000, normalize=False, flatten=False)
+
+
+@needs_shared_mnist
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("flatten", [True, False])
 @pytest.mark.parametrize("one_hot_label", [True, False])
-def test_load_mnist_returns_the_books_layout(book, small_mnist, normalize, flatten, one_hot_label):
+def test_load_mnist_returns_the_books_layout(book, monkeypatch, t10k_raw, normalize, flatten, one_hot_label):
+    monkeypatch.setenv("XPNET_BOOK_MNIST", f"t10k:{SHARED_MNIST}")
     (x, t), (x_test, t_test) = book("dataset.mnist").load_mnist(normalize=normalize, flatten=flatten,
                                                                 one_hot_label=one_hot_label)
-    assert x.shape == ((30, 784) if flatten else (30, 1, 28, 28)) and len(x_test) == 10
-    assert x.dtype == (np.float32 if normalize else np.uint8)
+    (raw_x, raw_t), (raw_x_test, raw_t_test) = t10k_raw
+    assert x.shape == ((8000, 784) if flatten else (8000, 1, 28, 28))
+    assert x_test.shape == ((2000, 784) if flatten else (2000, 1, 28, 28))
+    assert x.dtype == x_test.dtype == (np.float32 if normalize else np.uint8)
+    pixels = raw_x.reshape(x.shape).astype(np.float32) / 255.0 if normalize else raw_x.reshape(x.shape)
+    np.testing.assert_array_equal(x, pixels)  # the same pixels, row by row: flatten is a reshape, normalize /255
     if normalize:
-        assert 0.0 <= x.min() and x.max() <= 1.0
-    assert t.shape == ((30, 10) if one_hot_label else (30,))
-    assert t.dtype == (np.float32 if one_hot_label else np.uint8)
+        assert x.min() == 0.0 and x.max() == 1.0
+    assert t.shape == ((8000, 10) if one_hot_label else (8000,)) and len(t_test) == 2000
+    assert t.dtype == t_test.dtype == (np.float32 if one_hot_label else np.uint8)
+    labels = np.argmax(t, axis=1) if one_hot_label else t
+    np.testing.assert_array_equal(labels, raw_t)
+    if one_hot_label:
+        assert set(np.unique(t)) == {0.0, 1.0} and (t.sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(np.argmax(t_test, axis=1) if one_hot_label else t_test, raw_t_test)
 
 
 def test_load_mnist_offline_says_which_files_to_put_where(book, tmp_path, monkeypatch):
@@ -282,10 +294,7 @@ def test_an_unknown_substitute_is_an_error(book, monkeypatch):
         book("dataset.mnist").load_mnist()
 
 
-SHARED_MNIST = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-
-@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason=f"no MNIST test files in {SHARED_MNIST}")
+@needs_shared_mnist
 def test_the_t10k_substitute_splits_the_real_test_images_8000_2000(book, monkeypatch):
     monkeypatch.setenv("XPNET_BOOK_MNIST", f"t10k:{SHARED_MNIST}")
     (x, t), (x_test, t_test) = book("dataset.mnist").load_mnist(flatten=False, one_hot_label=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from xpnet.checkpoint import load_params
-from xpnet.cli import main
+from xpnet.tools.cli import main
 from xpnet.tools.book import SHIM
 
 

@@ -1,10 +1,12 @@
 """The book's chapter 5 to 8 scripts, in its style (tests/book_scripts), run unchanged through `xpnet book run`.
 
 Each script runs as a subprocess, on every usable device (``XPNET_DEVICE``),
-in a copy of its chapter folder, with ``XPNET_DATA`` holding a small
-MNIST-shaped cache made from the embedded digits, and with no display, so
-that ``plt.show()`` writes PNG files. The tests check what the scripts print
-and write.
+in a copy of its chapter folder, on real data through the documented
+offline route: ``xpnet book run --mnist-t10k --data-dir ../shared/data/mnist``
+(MNIST's 10,000 checksum-verified test images, split 8,000 for training and
+2,000 for testing; the tests skip, saying why, where that folder is absent),
+with an empty ``XPNET_DATA`` and no display, so that ``plt.show()`` writes PNG
+files. The tests check what the scripts print and write.
 """
 
 import os
@@ -20,27 +22,23 @@ import numpy as np
 import pytest
 
 from xpnet import backend
-from xpnet.datasets import load_digits
 from xpnet.safe_pickle import load_params
+
+pytestmark = pytest.mark.slow  # every test runs book-style scripts as processes: CI runs them with -m slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "book_scripts"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"  # the MNIST test files, on every developer machine and CI
+HAVE_MNIST = all((SHARED_MNIST / name).exists() for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
+
+
 @pytest.fixture(scope="session")
 def book_data(tmp_path_factory):
-    """A folder for XPNET_DATA whose mnist/mnist.npz is the digits as 28x28 uint8 images (8x8 scaled 3x, padded 2)."""
-    home = tmp_path_factory.mktemp("xpnet-data")
-    (home / "mnist").mkdir()
-    (x, t), (x_test, t_test) = load_digits(normalize=False, flatten=False)
-
-    def as_mnist(images):
-        big = np.kron(images[:, 0].astype(np.uint16) * 255 // 16, np.ones((3, 3), np.uint16))
-        return np.pad(big, ((0, 0), (2, 2), (2, 2))).astype(np.uint8)
-
-    np.savez(home / "mnist" / "mnist.npz", x_train=as_mnist(x), t_train=t, x_test=as_mnist(x_test), t_test=t_test)
-    return home
+    """An empty folder for XPNET_DATA: the runs read MNIST from SHARED_MNIST and write nothing to the user's cache."""
+    return tmp_path_factory.mktemp("xpnet-data")
 
 
 def book_script(chapter, script, weights=None):
@@ -67,11 +65,13 @@ def prepare(folder, chapter, weights):
 
 
 def run_script(folder, script, book_data, device, *args):
-    """`xpnet book run` on ``script`` from ``folder``, as a user would type it, without a display."""
+    """`xpnet book run --mnist-t10k --data-dir SHARED_MNIST` on ``script`` from ``folder``, as a user would type
+    it, without a display."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
     env.update(PYTHONPATH=str(ROOT), XPNET_DATA=str(book_data), XPNET_DEVICE=device,
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")  # small runs, side by side
-    return subprocess.run([sys.executable, "-m", "xpnet", "book", "run", script, *args], cwd=folder, env=env,
+    return subprocess.run([sys.executable, "-m", "xpnet", "book", "run", "--mnist-t10k", "--data-dir",
+                           str(SHARED_MNIST), script, *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -83,7 +83,7 @@ def started_runs(request, book_data, tmp_path_factory):
     for item in request.session.items:
         spec = getattr(getattr(item, "function", None), "book_script", None)
         xp = getattr(getattr(item, "callspec", None), "params", {}).get("xp")
-        if spec is not None and xp in devices and (xp == "numpy" or backend.gpu_available()):
+        if spec is not None and xp in devices and (xp == "numpy" or backend.gpu_available()) and HAVE_MNIST:
             wanted.add((devices[xp], *spec))
     pool = ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0))))
     runs = {}
@@ -98,6 +98,9 @@ def started_runs(request, book_data, tmp_path_factory):
 def book_run(request, device, started_runs):
     """The run of the test's script on its device: (result, the chapter folder it ran in)."""
     chapter, script, _ = request.function.book_script
+    if not HAVE_MNIST:
+        pytest.skip(f"no MNIST test files in {SHARED_MNIST} (the project's ../shared/data/mnist), which the "
+                    f"book's scripts read through --mnist-t10k")
     future, folder = started_runs[(device, chapter, script)]
     result = future.result()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -145,7 +148,8 @@ def test_ch05_gradient_check(book_run):
 def test_ch05_train_neuralnet(book_run):
     out = book_run[0].stdout
     last_train, last_test = (float(v) for v in out.strip().splitlines()[-1].split())
-    assert len(out.strip().splitlines()) == 20 and last_train > 0.85 and last_test > 0.8, out
+    # 200 steps on 1,000 real training images: about 0.88 on them and 0.78 to 0.83 on the 2,000 held out
+    assert len(out.strip().splitlines()) == 20 and last_train > 0.85 and last_test > 0.7, out
 
 
 # --- chapter 6 ------------------------------------------------------------------------------------

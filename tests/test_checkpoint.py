@@ -238,7 +238,7 @@ def test_a_newer_format_version_is_refused(tmp_path):
 @pytest.mark.parametrize("case, reason", [
     ("an npz of plain arrays", r"not an xpnet checkpoint: no 'xpnet/format_version' entry \(entries: W1, b1\)"),
     ("a single npy array", r"not an xpnet checkpoint: a single \.npy array"),
-    ("text", r"cannot be read as an \.npz archive"),
+    ("text", r"not an xpnet checkpoint: not an \.npz archive \(it begins with b'epoch=3\\n'\)"),
     ("a truncated checkpoint", r"cannot be read as an \.npz archive \(BadZipFile"),
     ("pickled object arrays", r"cannot be read as an \.npz archive \(ValueError: .*pickle"),
     ("an unknown entry", r"unexpected entries \['extra'\] for format version 1"),
@@ -271,3 +271,178 @@ def test_files_that_are_not_checkpoints_are_refused_with_the_reason(tmp_path, ca
 def test_a_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nothing.npz")
+
+
+def test_a_text_file_or_random_bytes_are_not_a_checkpoint_and_no_pickle_advice_is_given(tmp_path):
+    cases = {"notes.txt": b"epoch=3\nlr=0.01\n", "noise.bin": np.random.default_rng(0).bytes(300), "empty.npz": b""}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: not an xpnet checkpoint") as info:
+            load_checkpoint(path)
+        assert "pickle" not in str(info.value) and ".npz archive" in str(info.value), str(info.value)
+
+
+def test_a_pickle_is_named_as_one_and_never_loaded(tmp_path):
+    import pickle
+
+    path = tmp_path / "params.pkl"
+    path.write_bytes(pickle.dumps({"W1": np.ones(2)}))
+    with pytest.raises(CheckpointError, match=r"not an xpnet checkpoint: a Python pickle, which xpnet never "
+                                              r"loads") as info:
+        load_checkpoint(path)
+    assert "allow_pickle" not in str(info.value)
+
+
+# --- arrays of the wrong kind, and values that are not finite --------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.ones((4, 3), bool), np.ones((4, 3), np.int64), np.ones((4, 3), np.complex64),
+                                 np.full((4, 3), "0.5")], ids=["bool", "int64", "complex64", "str"])
+def test_a_parameter_that_is_not_floating_point_is_refused(tmp_path, bad):
+    path = write_npz(tmp_path / "ckpt.npz", **header(), **{"xpnet/epoch": np.asarray(1), "params/W1": bad,
+                                                           "params/b1": np.zeros(3, np.float32)})
+    with pytest.raises(CheckpointError, match=rf"params/W1 is {bad.dtype} \(4, 3\); expected a floating-point "
+                                              r"array \(float32 or float64\)"):
+        load_checkpoint(path)
+
+
+def test_optimizer_state_arrays_of_the_wrong_kind_are_refused(rng, tmp_path):
+    params = network_params(rng, "cpu")
+    optimizer = trained_adam(params, "cpu")
+    save_checkpoint(tmp_path / "good.npz", params, optimizer=optimizer, epoch=1)
+    with np.load(tmp_path / "good.npz") as f:
+        entries = {k: f[k] for k in f.files}
+    entries["optimizer/m/W1"] = entries["optimizer/m/W1"] > 0
+    path = write_npz(tmp_path / "ckpt.npz", **entries)
+    with pytest.raises(CheckpointError, match=r"optimizer/m/W1 is bool \(4, 3\); expected a floating-point array"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_parameters_that_are_not_finite_are_refused_on_load(rng, tmp_path, value):
+    params = {k: to_numpy(v) for k, v in network_params(rng, "cpu").items()}
+    params["W2"][1, 0] = params["W2"][0, 1] = value
+    save_params(tmp_path / "params.npz", params)
+    with pytest.raises(CheckpointError, match=r"params/W2 holds 2 NaN or infinite values of 6; values of a "
+                                              r"diverged run are never loaded"):
+        load_params(tmp_path / "params.npz")
+
+
+def test_optimizer_state_that_is_not_finite_is_refused_on_load(rng, tmp_path):
+    params = network_params(rng, "cpu")
+    optimizer = trained_adam(params, "cpu")
+    optimizer.v["b1"][0] = np.inf
+    save_checkpoint(tmp_path / "ckpt.npz", params, optimizer=optimizer, epoch=1)
+    with pytest.raises(CheckpointError, match=r"optimizer/v/b1 holds 1 NaN or infinite values of 3"):
+        load_checkpoint(tmp_path / "ckpt.npz")
+
+
+@pytest.mark.parametrize("bad", [np.ones((4, 3), bool), np.ones((4, 3), np.int32), np.ones((4, 3), np.complex128)],
+                         ids=["bool", "int32", "complex128"])
+def test_restore_params_refuses_arrays_that_are_not_floating_point_and_copies_nothing(device, rng, bad):
+    params = network_params(rng, device)
+    before = {k: to_numpy(v).copy() for k, v in params.items()}
+    loaded = {k: to_numpy(v) + 1 for k, v in params.items()}
+    loaded["W1"] = bad
+    with pytest.raises(CheckpointError, match=rf"^run\.npz: the parameters do not fit this network: 'W1' "
+                                              rf"is {bad.dtype}, expected float32 like the network's parameter"):
+        restore_params(params, loaded, where="run.npz")
+    for k, v in params.items():
+        np.testing.assert_array_equal(to_numpy(v), before[k])
+
+
+# --- the training metadata: damaged or tampered values are refused with the entry named -------------
+
+
+def trainer_checkpoint(path, rng, epoch=2, **meta):
+    """A checkpoint as the Trainer writes it, after ``epoch`` epochs of 3 steps, with ``meta`` overriding entries."""
+    params = network_params(rng, "cpu")
+    history = {"train_loss_list": [2.3, 2.0, 1.8, 1.5, 1.2, 1.1][:3 * epoch], "train_acc_list": [0.5, 0.7][:epoch],
+               "test_acc_list": [0.45, 0.66][:epoch], "epoch_times": [1.5, 1.4][:epoch]}
+    values = {"step": 0, "seed": 7, "epoch_seconds": 0.0, "history": json.dumps(history), **meta}
+    save_checkpoint(path, params, optimizer=trained_adam(params, "cpu"), epoch=epoch, **values)
+    return path
+
+
+def test_the_training_state_of_a_good_checkpoint(rng, tmp_path):
+    path = trainer_checkpoint(tmp_path / "ckpt.npz", rng, step=1, epoch_seconds=0.25,
+                              history=json.dumps({"train_loss_list": [2.3, 2.0, 1.8, 1.5, 1.2, 1.1, 0.9],
+                                                  "train_acc_list": [0.5, 0.7], "test_acc_list": [0.45, 0.66],
+                                                  "epoch_times": [1.5, 1.4]}))
+    state = load_checkpoint(path).validate(epochs=5, steps_per_epoch=3)
+    assert (state.epoch, state.step, state.seed, state.epoch_seconds) == (2, 1, 7, 0.25)
+    assert state.history["train_loss_list"][-1] == 0.9 and state.history["test_acc_list"] == [0.45, 0.66]
+    assert load_checkpoint(path).validate().epoch == 2  # without a run to compare with: the format only
+
+
+def test_a_checkpoint_without_its_epoch_is_refused(tmp_path):
+    path = write_npz(tmp_path / "ckpt.npz", **header(), **{"params/W": np.ones(2, np.float32)})
+    with pytest.raises(CheckpointError, match=r"the entry 'xpnet/epoch' is missing"):
+        load_checkpoint(path)
+    path = write_npz(tmp_path / "params.npz", **header(kind="params"), **{"params/W": np.ones(2, np.float32)})
+    assert load_checkpoint(path).epoch == 0  # a parameters file has no epoch
+
+
+def test_a_negative_epoch_is_refused(tmp_path):
+    path = write_npz(tmp_path / "ckpt.npz", **header(), **{"xpnet/epoch": np.asarray(-3), "params/W": np.ones(2)})
+    with pytest.raises(CheckpointError, match=r"the entry 'xpnet/epoch' must be >= 0, got -3"):
+        load_checkpoint(path)
+
+
+def test_an_epoch_beyond_the_run_is_refused(rng, tmp_path):
+    path = trainer_checkpoint(tmp_path / "ckpt.npz", rng, history="{}")
+    entries = dict(np.load(path))
+    entries["xpnet/epoch"] = np.asarray(1000)
+    write_npz(path, **entries)
+    checkpoint = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: the checkpoint is at epoch 1000, beyond "
+                                              r"this run's 20 epochs; give more epochs to train on from it"):
+        checkpoint.validate(epochs=20, steps_per_epoch=3)
+
+
+def test_a_step_beyond_the_epoch_is_refused(rng, tmp_path):
+    path = trainer_checkpoint(tmp_path / "ckpt.npz", rng, step=4)
+    with pytest.raises(CheckpointError, match=r"the checkpoint stopped after step 4 of an epoch, but this run has 3 "
+                                              r"steps per epoch"):
+        load_checkpoint(path).validate(epochs=5, steps_per_epoch=3)
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"step": "abc"}, r"meta 'step' must be an integer >= 0, got 'abc'"),
+    ({"step": -1}, r"meta 'step' must be an integer >= 0, got -1"),
+    ({"step": 1.5}, r"meta 'step' must be an integer >= 0, got 1.5"),
+    ({"seed": "x"}, r"meta 'seed' must be an integer, got 'x'"),
+    ({"epoch_seconds": -1.0}, r"meta 'epoch_seconds' must be a finite number >= 0, got -1.0"),
+    ({"epoch_seconds": float("nan")}, r"meta 'epoch_seconds' must be a finite number >= 0, got nan"),
+    ({"epoch_seconds": "1e3"}, r"meta 'epoch_seconds' must be a finite number >= 0, got '1e3'"),
+    ({"history": [1, 2]}, r"meta 'history' must be a JSON object in a string, got a list"),
+    ({"history": "[1, 2]"}, r"meta 'history' must be a JSON object in a string, got a list"),
+    ({"history": "{oops"}, r"meta 'history' is not valid JSON \(Expecting property name"),
+    ({"history": json.dumps({"train_loss_list": {"a": 1}})}, r"history 'train_loss_list' must be a list of "
+                                                             r"numbers, got a dict"),
+    ({"history": json.dumps({"train_loss_list": [1.0, "2"]})}, r"history 'train_loss_list' must be a list of "
+                                                               r"finite numbers, got '2' at 1"),
+    ({"history": json.dumps({"train_acc_list": [0.5, 1.5]})}, r"history 'train_acc_list' holds 1.5 at 1; an "
+                                                              r"accuracy lies in \[0, 1\]"),
+    ({"history": json.dumps({"epoch_times": [1.0, -2.0]})}, r"history 'epoch_times' holds -2.0 at 1; seconds "
+                                                            r"are >= 0"),
+    ({"history": json.dumps({"train_loss_list": [1.0, None]})}, r"history 'train_loss_list' must be a "
+                                                                r"list of finite numbers, got None at 1"),
+])
+def test_damaged_training_metadata_is_refused_on_load_with_the_entry_named(rng, tmp_path, meta, message):
+    path = trainer_checkpoint(tmp_path / "ckpt.npz", rng, **meta)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: {message}"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("history, message", [
+    ({"train_acc_list": [0.5]}, r"history 'train_acc_list' has 1 entries for 2 finished epochs"),
+    ({"epoch_times": [1.0, 1.0, 1.0]}, r"history 'epoch_times' has 3 entries for 2 finished epochs"),
+    ({"train_loss_list": [2.3]}, r"history 'train_loss_list' has 1 losses, too few for 2 finished epochs and 0 "
+                                 r"steps of the next"),
+])
+def test_a_history_that_disagrees_with_the_epoch_is_refused(rng, tmp_path, history, message):
+    path = trainer_checkpoint(tmp_path / "ckpt.npz", rng, history=json.dumps(history))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path).validate(epochs=5, steps_per_epoch=3)

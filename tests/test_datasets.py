@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from xpnet.datasets import (DatasetError, load_digits, load_fashion_mnist, load_mnist, load_mnist_test_split,
                             read_idx, write_idx)
+from xpnet import fileio
 from xpnet.datasets import digits, mnist
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -92,6 +94,34 @@ def test_a_damaged_gzip_is_reported(tmp_path):
         read_idx(path)
 
 
+def test_a_gzip_with_one_flipped_byte_is_reported_as_damaged(tmp_path):
+    path = tmp_path / "flipped.gz"
+    write_idx(path, np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x40  # inside the deflate stream: zlib.error or a CRC failure, depending on the byte
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="flipped.gz: the gzip stream is damaged or truncated"):
+        read_idx(path)
+
+
+def test_a_flipped_byte_in_a_stored_block_is_reported_as_damaged(tmp_path):
+    path = tmp_path / "stored.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x03abc", compresslevel=0))
+    raw = bytearray(path.read_bytes())
+    raw[11] ^= 0x40  # the stored block's length: zlib.error "invalid stored block lengths"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="stored.gz: the gzip stream is damaged or truncated"):
+        read_idx(path)
+
+
+def test_idx_sizes_whose_product_overflows_are_reported(tmp_path):
+    path = tmp_path / "huge.idx"
+    path.write_bytes(struct.pack(">BBBB4I", 0, 0, 0x08, 4, *(2**16,) * 4))  # 2**64 values: 0 in 64-bit arithmetic
+    with pytest.raises(DatasetError, match=r"huge.idx: 0 bytes of data, but the header's shape \(65536, 65536, 65536, 65536\) "
+                                           r"of uint8 needs 18446744073709551616"):
+        read_idx(path)
+
+
 # --- MNIST download, cache and errors (with a fake network) -----------------------------------
 
 
@@ -105,12 +135,14 @@ def fake_mirror(request, tmp_path, monkeypatch):
               "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 20, dtype=np.uint8),
               "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
               "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 5, dtype=np.uint8)}
-    sums = {}
+    sums, content_sums = {}, {}
     for name, array in arrays.items():
         write_idx(served / name, array)
         sums[name] = hashlib.sha256((served / name).read_bytes()).hexdigest()
+        content_sums[name] = hashlib.sha256(gzip.decompress((served / name).read_bytes())).hexdigest()
     dataset = request.param
-    spec = {"mirrors": ("https://first.invalid/data/", "https://second.invalid/data/"), "sha256": sums}
+    spec = {"mirrors": ("https://first.invalid/data/", "https://second.invalid/data/"), "sha256": sums,
+            "idx_sha256": content_sums}
     monkeypatch.setitem(mnist.DATASETS, dataset, spec)
     monkeypatch.setenv("XPNET_DATA", str(tmp_path / "cache"))
     fetched, broken = [], set()
@@ -141,7 +173,8 @@ def test_downloads_once_then_uses_the_cache(fake_mirror):
     fake_mirror["load"]()
     assert len(fake_mirror["fetched"]) == 4  # the second call fetched nothing
     assert (fake_mirror["cache"] / f"{fake_mirror['dataset']}.npz").exists()
-    assert not list(fake_mirror["cache"].glob("*.part"))
+    cached = sorted(p.name for p in fake_mirror["cache"].iterdir())
+    assert cached == sorted([*mnist.FILES, f"{fake_mirror['dataset']}.npz"])  # no temporary file left behind
 
 
 def test_the_cache_holds_no_pickle(fake_mirror):
@@ -180,6 +213,7 @@ def test_a_truncated_cached_file_is_reported_and_fetched_again(fake_mirror):
         _, (xt, _) = fake_mirror["load"]()
     assert "t10k-images-idx3-ubyte.gz" in names(fake_mirror["fetched"]) and xt.shape == (5, 784)
     assert (cache / "t10k-images-idx3-ubyte.gz").read_bytes() == good
+    assert (cache / "t10k-images-idx3-ubyte.gz.rejected").read_bytes() == good[: len(good) // 2]  # moved, not deleted
 
 
 def test_a_bad_download_is_reported_and_the_next_mirror_tried(fake_mirror):
@@ -200,6 +234,184 @@ def test_a_download_with_the_wrong_checksum_everywhere_is_refused(fake_mirror):
 
 def offline(url, dest):
     raise OSError("Name or service not known")
+
+
+def regzipped(data):
+    """The same IDX content in another gzip stream (another level and time stamp): other bytes, other SHA-256."""
+    return gzip.compress(gzip.decompress(data), compresslevel=1, mtime=1234567890)
+
+
+def put_files(fake_mirror, change=None):
+    """The served files in the cache folder, as a user would put them there; ``change(name, data)`` alters them."""
+    cache = fake_mirror["cache"]
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in mnist.FILES:
+        data = (fake_mirror["served"] / name).read_bytes()
+        (cache / name).write_bytes(change(name, data) if change else data)
+    return cache
+
+
+def test_a_regzipped_file_with_the_published_content_is_accepted_offline(fake_mirror, monkeypatch):
+    cache = put_files(fake_mirror, lambda name, data: regzipped(data))
+    mine = {name: (cache / name).read_bytes() for name in mnist.FILES}
+    assert all(mine[n] != (fake_mirror["served"] / n).read_bytes() for n in mnist.FILES)  # the gz bytes differ
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    (x, t), _ = fake_mirror["load"](normalize=False, flatten=False)
+    np.testing.assert_array_equal(x[:, 0], fake_mirror["arrays"]["train-images-idx3-ubyte.gz"])
+    np.testing.assert_array_equal(t, fake_mirror["arrays"]["train-labels-idx1-ubyte.gz"])
+    assert {name: (cache / name).read_bytes() for name in mnist.FILES} == mine
+
+
+def test_an_uncompressed_file_with_the_published_content_is_accepted(fake_mirror, monkeypatch):
+    cache = put_files(fake_mirror, lambda name, data: gzip.decompress(data) if "labels" in name else data)
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    (_, t), _ = fake_mirror["load"]()
+    np.testing.assert_array_equal(t, fake_mirror["arrays"]["train-labels-idx1-ubyte.gz"])
+
+
+def other_content(name, data):
+    """A valid IDX file of the right shape whose content is not the published one."""
+    array = read_idx(io.BytesIO(data))
+    array[0] ^= 1
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as f:
+        f.write(gzip.decompress(data)[:-array.size] + array.tobytes())
+    return out.getvalue()
+
+
+def test_offline_a_file_that_fails_the_check_is_left_as_it_was(fake_mirror, monkeypatch):
+    cache = put_files(fake_mirror, lambda name, data: other_content(name, data) if "t10k-labels" in name else data)
+    mine = (cache / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    with pytest.warns(UserWarning, match="t10k-labels-idx1-ubyte.gz is corrupt or truncated, or not the published file"), \
+            pytest.raises(DatasetError, match=r"missing t10k-labels-idx1-ubyte\.gz"):
+        fake_mirror["load"]()
+    assert (cache / "t10k-labels-idx1-ubyte.gz").read_bytes() == mine
+    assert sorted(p.name for p in cache.iterdir()) == sorted(mnist.FILES)
+
+
+def test_a_file_that_fails_the_check_is_kept_beside_the_verified_copy_that_replaces_it(fake_mirror):
+    cache = put_files(fake_mirror, lambda name, data: other_content(name, data) if "t10k-labels" in name else data)
+    mine = (cache / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    with pytest.warns(UserWarning, match=r"t10k-labels-idx1-ubyte.gz is corrupt or truncated, or not the published file "
+                                         r"\(.*\); kept as .*t10k-labels-idx1-ubyte.gz.rejected"):
+        _, (_, tt) = fake_mirror["load"]()
+    np.testing.assert_array_equal(tt, fake_mirror["arrays"]["t10k-labels-idx1-ubyte.gz"])
+    assert names(fake_mirror["fetched"]) == ["t10k-labels-idx1-ubyte.gz"]
+    served = (fake_mirror["served"] / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    assert (cache / "t10k-labels-idx1-ubyte.gz").read_bytes() == served
+    assert (cache / "t10k-labels-idx1-ubyte.gz.rejected").read_bytes() == mine
+
+
+def test_a_second_rejected_file_never_replaces_the_first(fake_mirror):
+    cache = put_files(fake_mirror)
+    (cache / "train-labels-idx1-ubyte.gz").write_bytes(b"first")
+    (cache / "train-labels-idx1-ubyte.gz.rejected").write_bytes(b"kept from before")
+    with pytest.warns(UserWarning, match="kept as .*train-labels-idx1-ubyte.gz.rejected-2"):
+        fake_mirror["load"]()
+    assert (cache / "train-labels-idx1-ubyte.gz.rejected").read_bytes() == b"kept from before"
+    assert (cache / "train-labels-idx1-ubyte.gz.rejected-2").read_bytes() == b"first"
+
+
+def test_a_bad_download_never_touches_the_users_file(fake_mirror):
+    cache = put_files(fake_mirror, lambda name, data: data[: len(data) // 2] if "t10k-images" in name else data)
+    mine = (cache / "t10k-images-idx3-ubyte.gz").read_bytes()
+    fake_mirror["broken"].update(fake_mirror["mirrors"])
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="SHA-256 does not match"):
+        fake_mirror["load"]()
+    assert (cache / "t10k-images-idx3-ubyte.gz").read_bytes() == mine
+    assert sorted(p.name for p in cache.iterdir()) == sorted(mnist.FILES)
+
+
+@needs_shared_mnist
+@pytest.mark.parametrize("name", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+def test_the_expected_content_checksums_are_those_of_the_real_files(name):
+    content = gzip.decompress((SHARED_MNIST / name).read_bytes())
+    assert hashlib.sha256(content).hexdigest() == mnist.DATASETS["mnist"]["idx_sha256"][name]
+
+
+@needs_shared_mnist
+def test_load_mnist_test_split_accepts_a_regzipped_copy(tmp_path):
+    for name in mnist.FILES[2:]:
+        (tmp_path / name).write_bytes(regzipped((SHARED_MNIST / name).read_bytes()))
+    (_, t), _ = load_mnist_test_split(tmp_path)
+    assert list(t[:5]) == [7, 2, 1, 0, 4]
+
+
+# --- the .npz cache: checked against the verified files, rebuilt when it does not match -------------
+
+
+def rewrite_cache(fake_mirror, **changes):
+    cache = fake_mirror["cache"] / f"{fake_mirror['dataset']}.npz"
+    with np.load(cache) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    return cache
+
+
+def train_labels(fake_mirror):
+    return fake_mirror["arrays"]["train-labels-idx1-ubyte.gz"]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda a: {"t_train": a[:-3]}, r"t_train has 17 labels for 20 images in x_train"),
+    (lambda a: {"t_train": np.where(np.arange(20) == 4, 12, a).astype(np.uint8)}, r"t_train: labels run up to 12, expected 0\.\.9"),
+    (lambda a: {"t_train": a.astype(np.int64)}, r"t_train is int64, expected uint8"),
+    (lambda a: {"t_train": a.reshape(20, 1)}, r"t_train has shape \(20, 1\), expected \(N,\)"),
+    (lambda a: {"x_train": np.zeros((20, 784), np.uint8)}, r"x_train has shape \(20, 784\), expected \(N, 28, 28\)"),
+    (lambda a: {"t_train": None}, r"has no t_train"),
+    (lambda a: {"t_train": (a + 1) % 10}, r"t_train differs from the verified train-labels-idx1-ubyte\.gz"),
+])
+def test_a_cache_that_does_not_match_the_verified_files_is_rebuilt(fake_mirror, change, problem):
+    fake_mirror["load"]()
+    cache = rewrite_cache(fake_mirror, **change(train_labels(fake_mirror)))
+    with pytest.warns(UserWarning, match=f"{re.escape(str(cache))}: {problem}; rebuilding it from the verified IDX files"):
+        (_, t), _ = fake_mirror["load"]()
+    np.testing.assert_array_equal(t, train_labels(fake_mirror))
+    assert t.dtype == np.uint8
+    with np.load(cache) as f:  # the rebuilt cache holds the verified arrays again
+        np.testing.assert_array_equal(f["t_train"], train_labels(fake_mirror))
+    assert len(fake_mirror["fetched"]) == 4  # the IDX files were at hand: nothing fetched again
+
+
+def test_a_bad_cache_without_the_files_and_offline_is_refused(fake_mirror, monkeypatch):
+    fake_mirror["load"]()
+    for name in mnist.FILES:
+        (fake_mirror["cache"] / name).unlink()
+    cache = rewrite_cache(fake_mirror, t_train=train_labels(fake_mirror)[:-3])
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    with pytest.warns(UserWarning, match="17 labels for 20 images"), pytest.raises(DatasetError, match="missing"):
+        fake_mirror["load"]()
+    assert cache.exists()  # left for the user to look at; never returned
+
+
+# --- a read-only data folder ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_files(monkeypatch):
+    """Every new file fails as in a read-only folder (the tests run as root, where permissions do not stop writes)."""
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(fileio.tempfile, "NamedTemporaryFile", refuse)
+
+
+def test_a_read_only_folder_with_verified_files_works_without_the_cache(fake_mirror, read_only_files):
+    cache = put_files(fake_mirror)
+    before = sorted(p.name for p in cache.iterdir())
+    with pytest.warns(UserWarning, match=r"cannot write the cache .*\.npz \(OSError: \[Errno 30\] Read-only file "
+                                         r"system\); the IDX files will be read again next time"):
+        (x, t), _ = fake_mirror["load"]()
+    assert x.shape == (20, 784)
+    np.testing.assert_array_equal(t, train_labels(fake_mirror))
+    assert fake_mirror["fetched"] == [] and sorted(p.name for p in cache.iterdir()) == before
+
+
 
 
 def test_offline_the_error_says_what_is_missing_and_where_to_put_it(fake_mirror, monkeypatch):

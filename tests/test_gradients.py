@@ -118,8 +118,8 @@ def test_a_nan_gradient_is_caught_and_named(device, rng):
 
 
 def test_a_float32_layer_check_is_refused_naming_what_is_float32(device, rng):
-    layer = Affine(f64(rng, (5, 3), device).astype(np.float32), f64(rng, (3,), device))
-    with pytest.raises(ValueError, match=r"check_layer_gradient: Affine.W is float32, but the check needs float64.*astype"):
+    layer = Affine(f64(rng, (5, 3), device).astype(np.float32), f64(rng, (3,), device).astype(np.float32))
+    with pytest.raises(ValueError, match=r"check_layer_gradient: Affine.W, Affine.b are float32, but the check needs float64.*astype"):
         check_layer_gradient(layer, f64(rng, (4, 5), device))
     with pytest.raises(ValueError, match=r"check_layer_gradient: x is float32, but the check needs float64"):
         check_layer_gradient(Sigmoid(), f64(rng, (4, 5), device).astype(np.float32))

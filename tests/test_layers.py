@@ -1,5 +1,7 @@
 """The book's layers: worked examples, references, dtypes, the book's defects fixed, and errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -461,3 +463,125 @@ def test_batchnorm_before_any_training_is_nearly_the_identity(device, rng):
     bn = BatchNormalization(to_device(np.ones(3, np.float32), device), to_device(np.zeros(3, np.float32), device))
     x = rng.standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(to_numpy(bn.forward(to_device(x, device), train_flg=False)), x, rtol=1e-5)
+
+
+# --- backward: the gradient must have the forward output's shape, and come after a forward -------------
+
+
+def _after_forward(rng, device):
+    """Each layer after a forward pass, with the shape of its output."""
+    def p(*shape):
+        return f32(rng, shape, device)
+
+    cases = [
+        (Relu(), p(4, 5), {}),
+        (Sigmoid(), p(4, 5), {}),
+        (Affine(p(12, 3), p(3)), p(4, 3, 2, 2), {}),
+        (Dropout(0.5), p(4, 5), {}),
+        (BatchNormalization(p(5), p(5)), p(4, 5), {}),
+        (BatchNormalization(p(3), p(3)), p(2, 3, 4, 4), {}),
+        (Convolution(p(4, 3, 3, 3), p(4)), p(2, 3, 7, 7), {}),
+        (Pooling(2, 2, stride=2), p(2, 3, 6, 6), {}),
+    ]
+    for layer, x, kwargs in cases:
+        yield layer, tuple(layer.forward(x, **kwargs).shape)
+
+
+LAYER_NAMES = ["Relu", "Sigmoid", "Affine", "Dropout", "BatchNormalization", "BatchNormalization-4d", "Convolution",
+               "Pooling"]
+
+
+def wrong_shapes(shape):
+    """Shapes a gradient must not have: one size off, an axis missing, and one that broadcasts against ``shape``."""
+    off = shape[:-1] + (shape[-1] - 1,)
+    return [off, shape[1:], (1,) + shape[1:]]
+
+
+@pytest.mark.parametrize("index", range(len(LAYER_NAMES)), ids=LAYER_NAMES)
+def test_backward_refuses_a_gradient_of_another_shape_naming_both(device, rng, index):
+    layer, shape = list(_after_forward(rng, device))[index]
+    name = type(layer).__name__
+    for wrong in wrong_shapes(shape):
+        dout = f32(rng, wrong, device)
+        with pytest.raises(ValueError, match=rf"^{name}\.backward: dout has shape {re.escape(str(wrong))}, but the "
+                                             rf"forward output had {re.escape(str(shape))}$"):
+            layer.backward(dout)
+
+
+def test_convolution_backward_with_a_wrong_dout_no_longer_returns_a_wrong_dx(device, rng):
+    conv = Convolution(f32(rng, (4, 3, 3, 3), device), f32(rng, (4,), device))
+    conv.forward(f32(rng, (2, 3, 7, 7), device))  # output (2, 4, 5, 5)
+    with pytest.raises(ValueError, match=r"dout has shape \(2, 4, 4, 4\), but the forward output had \(2, 4, 5, 5\)"):
+        conv.backward(f32(rng, (2, 4, 4, 4), device))
+
+
+def test_relu_backward_no_longer_broadcasts(device, rng):
+    relu = Relu()
+    relu.forward(f32(rng, (4, 5), device))
+    with pytest.raises(ValueError, match=r"Relu\.backward: dout has shape \(5,\), but the forward output had \(4, 5\)"):
+        relu.backward(f32(rng, (5,), device))
+
+
+BEFORE_FORWARD = [
+    lambda p: Relu(), lambda p: Sigmoid(), lambda p: Affine(p(6, 3), p(3)), lambda p: Dropout(0.5),
+    lambda p: BatchNormalization(p(3), p(3)), lambda p: Convolution(p(2, 3, 3, 3), p(2)),
+    lambda p: Pooling(2, 2, stride=2), lambda p: SoftmaxWithLoss(),
+]
+
+
+@pytest.mark.parametrize("make", BEFORE_FORWARD, ids=LAYER_NAMES[:5] + LAYER_NAMES[6:] + ["SoftmaxWithLoss"])
+def test_backward_before_forward_says_so(device, rng, make):
+    layer = make(lambda *s: f32(rng, s, device))
+    name = type(layer).__name__
+    with pytest.raises(RuntimeError, match=rf"^{name}\.backward: called before forward"):
+        layer.backward(f32(rng, (2, 3), device))
+
+
+# --- parameters: floating point, one dtype per layer -----------------------------------------------
+
+
+PARAMETER_LAYERS = [
+    ("Affine", lambda W, b: Affine(W, b), (6, 3), (3,), "W", "b"),
+    ("Convolution", lambda W, b: Convolution(W, b), (2, 3, 3, 3), (2,), "W", "b"),
+    ("BatchNormalization", lambda g, b: BatchNormalization(g, b), (3,), (3,), "gamma", "beta"),
+]
+
+
+@pytest.mark.parametrize("layer, make, shape, bias_shape, first, second", PARAMETER_LAYERS,
+                         ids=[case[0] for case in PARAMETER_LAYERS])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.complex64])
+def test_parameters_that_are_not_floating_point_are_refused(device, layer, make, shape, bias_shape, first, second,
+                                                            dtype):
+    ints = to_device(np.ones(shape, dtype), device)
+    with pytest.raises(ValueError, match=rf"^{layer}: {first} must be floating point \(float32 or float64\), got "
+                                         rf"{np.dtype(dtype)}$"):
+        make(ints, to_device(np.zeros(bias_shape, np.float32), device))
+
+
+def test_integer_weights_no_longer_make_affine_compute_in_integers(device):
+    W, b = to_device(np.array([[1], [2]]), device), to_device(np.array([0]), device)
+    with pytest.raises(ValueError, match=r"Affine: W must be floating point \(float32 or float64\), got int64"):
+        Affine(W, b)
+
+
+@pytest.mark.parametrize("layer, make, shape, bias_shape, first, second", PARAMETER_LAYERS,
+                         ids=[case[0] for case in PARAMETER_LAYERS])
+def test_parameters_of_mixed_dtypes_are_refused(device, rng, layer, make, shape, bias_shape, first, second):
+    W = to_device(rng.standard_normal(shape).astype(np.float32), device)
+    b = to_device(np.zeros(bias_shape, np.float64), device)
+    with pytest.raises(ValueError, match=rf"^{layer}: {first} is float32 but {second} is float64; the parameters of "
+                                         r"one layer share one floating dtype \(convert with \.astype\)$"):
+        make(W, b)
+
+
+def test_convolution_backward_without_the_input_gradient_gives_the_same_parameter_gradients(rng):
+    W, b = f32(rng, (6, 2, 3, 3), "cpu"), f32(rng, (6,), "cpu")
+    x, results = f32(rng, (5, 2, 8, 7), "cpu"), []
+    for input_gradient in (True, False):
+        conv = Convolution(W, b, pad=1)
+        out = conv.forward(x)
+        dx = conv.backward(out * 0.5, input_gradient=input_gradient)
+        assert (dx is None) is (not input_gradient)
+        results.append((conv.dW, conv.db))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -1,6 +1,7 @@
 """The book's networks: gradients, devices, dtypes, and the book's defects fixed."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -66,7 +67,9 @@ def test_evaluation_runs_dropout_in_test_mode(device, rng):
     net = DeepConvNet()
     x, t = data(rng, (4, 1, 28, 28))
     assert float(net.loss(x, t)) == float(net.loss(x, t))  # deterministic: no dropout masks
-    assert net.accuracy(x, t) == net.accuracy(x, t)
+    scores = [to_numpy(net.predict(x)) for _ in range(2)]
+    np.testing.assert_array_equal(scores[0], scores[1])
+    assert net.accuracy(x, t) == np.mean(scores[0].argmax(axis=1) == t)
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -82,7 +85,8 @@ def test_networks_are_float32_on_their_device(device, rng, make, shape):
     assert net.device == device
     assert net.predict(x).shape == (8, 10) and net.predict(x).dtype == np.float32
     assert all(g.dtype == np.float32 and g.shape == net.params[k].shape for k, g in net.gradient(x, t).items())
-    assert 0.0 <= net.accuracy(x, t, batch_size=3) <= 1.0
+    right = to_numpy(net.predict(x)).argmax(axis=1) == t
+    assert net.accuracy(x, t, batch_size=3) == right.sum() / 8  # batches of 3, 3 and 2
 
 
 def test_same_seed_gives_the_same_weights_on_every_device(device):
@@ -176,6 +180,101 @@ def test_load_state_checks_batchnorm_statistics_before_copying_anything(device, 
     state["BatchNorm1.running_mean"] = np.zeros(4, dtype=np.float32)
     del state["BatchNorm2.running_var"]
     with pytest.raises(ValueError, match=r"missing entries \['BatchNorm2.running_var'\]"):
+        net.load_state(state)
+    for k, v in net.state().items():
+        np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)
+
+
+# --- bad input: one clear line ---------------------------------------------------------------------
+
+
+def tiny_nets():
+    return {"MultiLayerNet": (MultiLayerNet(5, [4], 3), (5,)),
+            "SimpleConvNet": (small_convnet(), (1, 8, 8))}
+
+
+@pytest.mark.parametrize("name", ["MultiLayerNet", "SimpleConvNet"])
+@pytest.mark.parametrize("call", ["predict", "loss", "gradient", "accuracy"])
+def test_an_empty_batch_is_refused_in_one_line(device, name, call):
+    xpnet.set_device(device)
+    net, shape = tiny_nets()[name]
+    x, t = np.zeros((0, *shape), np.float32), np.zeros(0, np.int64)
+    args = (x,) if call == "predict" else (x, t)
+    expected = re.escape(f"{name}.{call}: the batch is empty (x has shape {(0, *shape)})")
+    with pytest.raises(ValueError, match=f"^{expected}$"):
+        getattr(net, call)(*args)
+
+
+def test_lists_are_converted_to_arrays(device, rng):
+    xpnet.set_device(device)
+    net = MultiLayerNet(5, [4], 3)
+    x, t = rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6)
+    assert float(net.loss(x.tolist(), t.tolist())) == float(net.loss(x, t))
+    from_lists, from_arrays = net.gradient(x.tolist(), t.tolist()), net.gradient(x, t)
+    for key, grad in from_arrays.items():
+        np.testing.assert_array_equal(to_numpy(from_lists[key]), to_numpy(grad), err_msg=key)
+    assert net.accuracy(x.tolist(), t.tolist(), batch_size=4) == net.accuracy(x, t, batch_size=4)
+    assert to_numpy(net.predict(x.tolist())).shape == (6, 3)
+
+
+def test_inputs_that_are_not_numbers_are_refused(device):
+    xpnet.set_device(device)
+    net = MultiLayerNet(2, [4], 3)
+    with pytest.raises(ValueError, match=r"^MultiLayerNet.loss: x must hold numbers, got dtype <U1$"):
+        net.loss([["a", "b"]], [0])
+
+
+@pytest.mark.parametrize("batch_size, error", [(0, ValueError), (-5, ValueError), (2.5, TypeError)])
+def test_accuracy_refuses_a_batch_size_that_is_not_a_positive_integer(rng, batch_size, error):
+    net = MultiLayerNet(5, [4], 3)
+    x, t = data(rng, (6, 5), 3)
+    with pytest.raises(error, match=rf"^MultiLayerNet.accuracy: batch_size must be a positive integer, "
+                                    rf"got {batch_size}$"):
+        net.accuracy(x, t, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: MultiLayerNet(0, [4], 3), ValueError, r"MultiLayerNet: input_size must be a positive integer, got 0"),
+    (lambda: MultiLayerNet(5, [4, 0], 3), ValueError,
+     r"MultiLayerNet: hidden_size_list\[1\] must be a positive integer, got 0"),
+    (lambda: MultiLayerNet(5, [4], 0), ValueError, r"MultiLayerNet: output_size must be a positive integer, got 0"),
+    (lambda: MultiLayerNet(5.5, [4], 3), TypeError, r"MultiLayerNet: input_size must be a positive integer, got 5.5"),
+    (lambda: MultiLayerNetExtend(5, [-2], 3, use_batchnorm=True), ValueError,
+     r"MultiLayerNetExtend: hidden_size_list\[0\] must be a positive integer, got -2"),
+    (lambda: SimpleConvNet(input_dim=(1, 0, 28)), ValueError,
+     r"SimpleConvNet: input_dim\[1\] must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(input_dim=(1, 28)), ValueError,
+     r"SimpleConvNet: input_dim must be \(C, H, W\), got \(1, 28\)"),
+    (lambda: SimpleConvNet(conv_param={"filter_num": 0}), ValueError,
+     r"SimpleConvNet: conv_param\['filter_num'\] must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(conv_param={"filter_size": 0}), ValueError,
+     r"SimpleConvNet: conv_param\['filter_size'\] must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(conv_param={"pad": -1}), ValueError,
+     r"SimpleConvNet: conv_param\['pad'\] must be an integer >= 0, got -1"),
+    (lambda: SimpleConvNet(hidden_size=0), ValueError, r"SimpleConvNet: hidden_size must be a positive integer, got 0"),
+    (lambda: SimpleConvNet(output_size=0), ValueError, r"SimpleConvNet: output_size must be a positive integer, got 0"),
+    (lambda: DeepConvNet(hidden_size=0), ValueError, r"DeepConvNet: hidden_size must be a positive integer, got 0"),
+    (lambda: DeepConvNet(conv_param_3={"filter_num": 0}), ValueError,
+     r"DeepConvNet: conv_param_3\['filter_num'\] must be a positive integer, got 0"),
+    (lambda: DeepConvNet(conv_param_1={"stride": 0}), ValueError,
+     r"DeepConvNet: conv_param_1\['stride'\] must be a positive integer, got 0"),
+    (lambda: DeepConvNet(input_dim=(0, 28, 28)), ValueError,
+     r"DeepConvNet: input_dim\[0\] must be a positive integer, got 0"),
+], ids=lambda value: "" if callable(value) or isinstance(value, type) else value.split(":")[0] + value.split(":")[1][:20])
+def test_sizes_that_are_not_positive_integers_are_named(make, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        make()
+
+
+@pytest.mark.parametrize("key", ["W1", "BatchNorm1.running_var"])
+def test_load_state_refuses_values_that_are_not_floating_point_and_copies_nothing(device, rng, key):
+    xpnet.set_device(device)
+    net = MultiLayerNetExtend(5, [4], 3, use_batchnorm=True)
+    net.loss(rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6))  # running statistics exist
+    before = {k: to_numpy(v).copy() for k, v in net.state().items()}
+    state = {k: to_numpy(v) + 1 for k, v in net.state().items()}
+    state[key] = state[key].astype(np.int64)
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}'? is int64, expected float32 like the network's"):
         net.load_state(state)
     for k, v in net.state().items():
         np.testing.assert_array_equal(to_numpy(v), before[k], err_msg=k)

@@ -5,6 +5,7 @@ Every run here is --quick (2 epochs on 100 examples of the digits), on the CPU.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -12,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from xpnet.cli import main
-from xpnet.search import DEFAULT_SPACE, Param, parse_param
+from xpnet.tools.cli import main
+from xpnet.tools.search import DEFAULT_SPACE, Param, parse_param
 
 REPO = Path(__file__).resolve().parents[1]
 needs_optuna = pytest.mark.skipif(
     find_spec("optuna") is None or find_spec("matplotlib") is None,
     reason="xpnet search needs optuna and matplotlib: pip install 'xpnet[search]'")
-
-
-def run_cli(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def load(storage, name):
@@ -67,12 +63,13 @@ def test_grid_values_are_geometric_on_log_ranges_and_whole_on_integer_ones():
 # --- a search, resumed -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_quick_search_writes_the_picture_and_the_table_and_a_rerun_continues_the_study(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["search", "--quick", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "the test set is not used" in text and "rank  trial  val acc  lr" in text
+    assert "the test set is not used" in text and re.search(r"rank  trial  val acc +lr +weight_decay +seconds\n[- ]+\n", text)
     png, table, rows = out / "xpnet-search.png", out / "xpnet-search.json", out / "xpnet-search.csv"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best = json.loads(table.read_text())["studies"][0]["best"]
@@ -90,9 +87,10 @@ def test_a_quick_search_writes_the_picture_and_the_table_and_a_rerun_continues_t
     assert [t.params for t in at_once.trials] == [t.params for t in study.trials]
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_continues(tmp_path, monkeypatch, capsys):
-    from xpnet.search import study as studies
+    from xpnet.tools.search import study as studies
 
     make_objective = studies.make_objective
 
@@ -115,6 +113,7 @@ def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_continues(tmp_pat
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 4 trials, the cut one run anew
 
 
+@pytest.mark.slow  # several studies
 @needs_optuna
 def test_trials_is_the_studys_total_so_rerunning_a_finished_search_adds_nothing(tmp_path, capsys):
     args = ["search", "--quick", "--repeats", "2", "--out", str(tmp_path), "--quiet"]
@@ -125,15 +124,46 @@ def test_trials_is_the_studys_total_so_rerunning_a_finished_search_adds_nothing(
         assert len(load(f"sqlite:///{tmp_path / 'xpnet-search.db'}", f"xpnet-search-seed{seed}").trials) == 4
 
 
+# A worker whose first trial waits until every worker has begun one: all of them share the study, however
+# busy the machine, and none can run every trial alone.
+WORKER = """
+import os, sys, time
+from pathlib import Path
+from xpnet.tools.cli import main
+from xpnet.tools.search import study as studies
+
+started, workers, make_objective = Path(sys.argv[1]), int(sys.argv[2]), studies.make_objective
+
+def waiting_objective(*args, **kwargs):
+    objective, first = make_objective(*args, **kwargs), [True]
+
+    def wrapped(trial):
+        if first[0]:
+            first[0] = False
+            (started / str(os.getpid())).touch()
+            deadline = time.monotonic() + 120  # no worker waits forever for one that died
+            while len(list(started.iterdir())) < workers and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return objective(trial)
+    return wrapped
+
+studies.make_objective = waiting_objective
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
 @needs_optuna
 def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeating_a_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    args = [sys.executable, "-m", "xpnet", "search", "--storage", storage, "--study-name", "s", "--trials", "18",
-            "--epochs", "5", "--quick", "--quiet", "--out", str(tmp_path / "out")]
+    started = tmp_path / "started"
+    started.mkdir()
+    args = [sys.executable, "-c", WORKER, str(started), "3", "search", "--storage", storage, "--study-name", "s",
+            "--trials", "18", "--epochs", "5", "--quick", "--quiet", "--out", str(tmp_path / "out")]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for _ in range(3)]
-    results = [(w.wait(timeout=120), w.stderr.read()) for w in workers]
+    results = [(w.wait(timeout=300), w.stderr.read()) for w in workers]
     for w in workers:
         w.stdout.close()
         w.stderr.close()
@@ -141,19 +171,17 @@ def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeati
     study = load(storage, "s")
     trials = finished(study)
     n = len(trials)
-    assert len(study.trials) == n and 18 <= n <= 20  # the workers stop together at the study's total
-    assert sorted(t.number for t in trials) == list(range(n))
+    assert n == 18  # the workers stop together at the study's total
+    # Others: only trials begun at the same instant as the last one, stopped before training (not counted).
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t not in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == n
-    by_worker = {}
-    for t in trials:
-        by_worker.setdefault(t.user_attrs["worker"], []).append((t.datetime_start, t.datetime_complete))
-    assert len(by_worker) >= 2, "one worker ran every trial: nothing was shared"
-    spans = [(min(s for s, _ in runs), max(e for _, e in runs)) for runs in by_worker.values()]
-    assert max(s for s, _ in spans) < min(e for _, e in spans), "the workers never ran at the same time"
+    assert len({t.user_attrs["worker"] for t in trials}) == 3
 
 
 @needs_optuna
-@pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), ("grid", "none"), ("cmaes", "median")])
+@pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), pytest.param("grid", "none", marks=pytest.mark.slow),
+                                             ("cmaes", "median")])
+@pytest.mark.slow
 def test_other_samplers_and_pruning(tmp_path, sampler, pruner):
     if sampler == "cmaes" and find_spec("cmaes") is None:
         pytest.skip("--sampler cmaes needs the cmaes package: pip install cmaes")
@@ -172,6 +200,7 @@ def test_other_samplers_and_pruning(tmp_path, sampler, pruner):
         assert len(trials) == 9
 
 
+@pytest.mark.slow  # several studies
 @needs_optuna
 def test_repeats_report_the_best_values_of_each_seed_and_their_spread(tmp_path, capsys):
     assert main(["search", "--quick", "--out", str(tmp_path), "--repeats", "2", "--seed", "5", "--quiet"]) == 0
@@ -200,12 +229,11 @@ def test_repeats_report_the_best_values_of_each_seed_and_their_spread(tmp_path, 
     (["--pruner", "hyperband"], "invalid choice: 'hyperband'"),
     (["--val-ratio", "1"], "--val-ratio: must be between 0 and 1"),
 ])
-def test_bad_arguments_give_one_line_and_a_nonzero_exit(args, message):
-    result = run_cli("search", "--quick", *args)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+def test_bad_arguments_give_one_line_and_a_nonzero_exit(args, message, capsys):
+    assert main(["search", "--quick", *args]) != 0  # main catches what it reports: anything else would raise here
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 @needs_optuna
@@ -213,12 +241,13 @@ def test_bad_arguments_give_one_line_and_a_nonzero_exit(args, message):
     (["--train-size", "99999"], "more than the 1438 training examples"),
     (["--storage", "nosuchdb://x"], "--storage nosuchdb://x:"),
 ])
-def test_impossible_settings_give_one_line(tmp_path, args, message):
-    result = run_cli("search", "--quick", "--out", str(tmp_path), *args)
-    assert result.returncode == 1 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+def test_impossible_settings_give_one_line(tmp_path, args, message, capsys):
+    assert main(["search", "--quick", "--out", str(tmp_path), *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_study_refuses_trials_run_with_other_settings(tmp_path, capsys):
     assert main(["search", "--quick", "--out", str(tmp_path), "--quiet", "--trials", "1"]) == 0
@@ -227,7 +256,7 @@ def test_a_study_refuses_trials_run_with_other_settings(tmp_path, capsys):
 
 
 def test_without_optuna_the_module_imports_and_the_search_says_how_to_get_it():
-    code = ("import sys; sys.modules['optuna'] = None; import xpnet.search; from xpnet.cli import main; "
+    code = ("import sys; sys.modules['optuna'] = None; import xpnet.tools.search; from xpnet.tools.cli import main; "
             "sys.exit(main(['search', '--quick']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1

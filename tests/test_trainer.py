@@ -23,11 +23,11 @@ def blobs(rng, n=120, features=6, classes=3):
     return x, t
 
 
-def make_trainer(rng, epochs=3, **kwargs):
+def make_trainer(rng, epochs=3, mini_batch_size=16, **kwargs):
     x, t = blobs(rng)
     net = MultiLayerNet(6, [10], 3)
     options = {"optimizer": "Adam", "optimizer_param": {"lr": 0.01}, "verbose": False, "seed": 1, **kwargs}
-    return Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=epochs, mini_batch_size=16, **options)
+    return Trainer(net, x[:90], t[:90], x[90:], t[90:], epochs=epochs, mini_batch_size=mini_batch_size, **options)
 
 
 def seeded_trainer(epochs, **kwargs):
@@ -456,6 +456,7 @@ def test_gpu_training_follows_the_cpu_step_for_step(rng):
         np.testing.assert_allclose(params[1][k], params[0][k], rtol=1e-3, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_the_training_example_runs_on_the_device_xpnet_device_names(device):
     import subprocess
     import sys
@@ -470,3 +471,191 @@ def test_the_training_example_runs_on_the_device_xpnet_device_names(device):
     lines = run.stdout.splitlines()
     assert lines[0] == f"device: {device}"
     assert float(lines[-1].split()[-1]) >= 0.95, lines[-1]
+
+
+def visited_rows(trainer):
+    """Record the rows of x_train that each training step receives (host copies, in order)."""
+    seen, real_step = [], trainer.train_step
+
+    def step(x, t):
+        seen.append(to_numpy(x))
+        return real_step(x, t)
+
+    trainer.train_step = step
+    return seen
+
+
+def test_a_resume_with_another_batch_size_goes_on_from_the_examples_seen(device, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "run.npz"
+    trainer = seeded_trainer(3, checkpoint_path=path)
+    interrupt_at(trainer, 6 + 2, "sigint")  # after 2 steps of 16 examples of epoch 2 (6 steps per epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    from xpnet.checkpoint import load_checkpoint
+
+    assert load_checkpoint(path).meta["examples"] == 2 * 16
+    x, t = blobs(np.random.default_rng(0))
+    resumed = Trainer(MultiLayerNet(6, [10], 3), x[:90], t[:90], x[90:], t[90:], epochs=3, mini_batch_size=10,
+                      optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False, resume=path)
+    rows = visited_rows(resumed)
+    resumed.train()
+    order = [np.random.default_rng([1, epoch]).permutation(90) for epoch in (2, 3)]
+    expected = np.concatenate([x[order[0][32:]], x[order[1]]])
+    np.testing.assert_array_equal(np.concatenate(rows), expected)  # no example skipped, none seen twice
+    assert [len(r) for r in rows] == [10] * 5 + [8] + [10] * 9  # the rest of epoch 2, then all of epoch 3
+    assert len(resumed.train_loss_list) == 6 + 2 + 6 + 9 and len(resumed.test_acc_list) == 3
+
+
+def test_a_resume_with_another_seed_is_refused_and_without_one_takes_the_checkpoints(device, tmp_path):
+    xpnet.set_device(device)
+    path = tmp_path / "run.npz"
+    seeded_trainer(1, checkpoint_path=path).train()  # seed 1
+    with pytest.raises(ValueError, match=r"trained with seed 1, but this run asks for seed 2; resume with the "
+                                         r"checkpoint's seed"):
+        seeded_trainer(2, resume=path, seed=2)
+    assert seeded_trainer(2, resume=path, seed=1).seed == 1
+    assert seeded_trainer(2, resume=path, seed=None).seed == 1
+
+
+# --- reliability: dropout on resume, divergence, checked and all-or-nothing resumes, counts ------------------
+
+
+def dropout_run(tmp_path, epochs, **kwargs):
+    """DeepConvNet (dropout after its hidden layers) on 40 8x8 images: seeded data, weights, shuffles and masks."""
+    from xpnet.nets import DeepConvNet
+
+    xpnet.seed(0)
+    x, t = blobs(np.random.default_rng(0), n=40, features=64)
+    x = x.reshape(40, 1, 8, 8)
+    net = DeepConvNet(input_dim=(1, 8, 8), hidden_size=10, output_size=3)
+    return Trainer(net, x[:30], t[:30], x[30:], t[30:], epochs=epochs, mini_batch_size=10, optimizer="SGD",
+                   optimizer_param={"lr": 0.01}, verbose=False, seed=3, **kwargs)
+
+
+def test_a_network_with_dropout_resumed_from_a_checkpoint_equals_the_straight_run_bit_for_bit(tmp_path):
+    straight = dropout_run(tmp_path, 2).train()
+    path = tmp_path / "half.npz"
+    dropout_run(tmp_path, 1, checkpoint_path=path).train()
+    xpnet.seed(123)  # the masks of the resumed run come from the checkpoint, not from this
+    resumed = dropout_run(tmp_path, 2, resume=path)
+    resumed.train()
+    assert resumed.train_loss_list == straight.train_loss_list
+    for name, value in straight.network.params.items():
+        np.testing.assert_array_equal(to_numpy(resumed.network.params[name]), to_numpy(value), err_msg=name)
+
+
+def test_a_run_that_diverges_but_stays_finite_stops_and_keeps_the_good_checkpoint(rng, tmp_path):
+    path = tmp_path / "run.npz"
+    trainer = make_trainer(rng, epochs=2, checkpoint_path=path, optimizer="SGD", optimizer_param={"lr": 0.1})
+    trainer.train()
+    good = path.read_bytes()
+    finite = []
+    real_step = trainer.train_step
+
+    def step(x, t):  # the losses of --lr 1e6: huge but finite
+        real_step(x, t)
+        finite.append(1e24)
+        return np.float32(1e24)
+
+    trainer.train_step, trainer.epochs = step, 4
+    with pytest.raises(TrainingDivergedError, match=r"the loss is 1e\+24 for 6 steps up to step 18 \(epoch 3\), more than 100 "
+                                                    r"times the first loss .*the run diverged.*unchanged"):
+        trainer.train()
+    assert path.read_bytes() == good and trainer.current_epoch == 2
+
+
+def test_a_loss_far_above_its_start_for_ten_steps_in_a_row_stops_within_the_epoch(rng):
+    trainer = make_trainer(rng, epochs=1, log_every=1)
+    trainer.x_train = np.repeat(trainer.x_train, 3, axis=0)  # 270 examples, 17 steps
+    trainer.t_train = np.repeat(trainer.t_train, 3, axis=0)
+    trainer.train_size, trainer.iter_per_epoch = 270, 17
+    real_step, calls = trainer.train_step, []
+
+    def step(x, t):
+        calls.append(1)
+        loss = real_step(x, t)
+        return np.float32(1e6) if len(calls) > 2 else loss
+
+    trainer.train_step = step
+    with pytest.raises(TrainingDivergedError, match=r"the loss is 1e\+06 for 10 steps up to step 12 \(epoch 1\)"):
+        trainer.train()
+
+
+def test_a_diverging_run_prints_no_numpy_overflow_warnings(rng, recwarn):
+    trainer = make_trainer(rng, epochs=3, optimizer="SGD", optimizer_param={"lr": 1e30}, log_every=1)
+    with pytest.raises(TrainingDivergedError):
+        trainer.train()
+    assert [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)] == []
+
+
+def test_resume_checks_the_checkpoint_against_the_run_before_restoring_anything(rng, tmp_path):
+    from xpnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    path = tmp_path / "run.npz"
+    make_trainer(rng, epochs=2, checkpoint_path=path).train()
+    checkpoint = load_checkpoint(path)
+    tampered = tmp_path / "epoch1000.npz"
+    save_checkpoint(tampered, checkpoint.params, epoch=1000, **checkpoint.meta)
+    fresh = make_trainer(np.random.default_rng(0), epochs=3)
+    before = {k: v.copy() for k, v in fresh.network.params.items()}
+    with pytest.raises(CheckpointError, match=r"epoch1000.npz: the checkpoint is at epoch 1000, beyond this run's 3 "
+                                              r"epochs"):
+        fresh.load_checkpoint(tampered)
+    for name, value in before.items():
+        np.testing.assert_array_equal(fresh.network.params[name], value)
+
+
+def test_a_resume_that_fails_on_the_optimizer_leaves_the_network_and_the_optimizer_unchanged(rng, tmp_path,
+                                                                                           monkeypatch):
+    from xpnet.optimizer import Adam
+
+    path = tmp_path / "run.npz"
+    make_trainer(rng, epochs=2, checkpoint_path=path).train()
+    fresh = make_trainer(np.random.default_rng(1), epochs=3)
+    before = {k: v.copy() for k, v in fresh.network.params.items()}
+    optimizer_before = fresh.optimizer.state_dict()
+    host_before = xpnet.backend.host_rng().bit_generator.state
+    real_load = Adam.load_state_dict
+
+    def half_load(self, state, device=None):  # the checkpoint's fails half way, after the hyperparameters were set
+        real_load(self, state, device)
+        if state["iter"]:
+            raise ValueError("Adam.load_state_dict: damaged state")
+
+    monkeypatch.setattr(Adam, "load_state_dict", half_load)
+    with pytest.raises(ValueError, match="run.npz: Adam.load_state_dict: damaged state"):
+        fresh.load_checkpoint(path)
+    monkeypatch.setattr(Adam, "load_state_dict", real_load)
+    for name, value in before.items():
+        np.testing.assert_array_equal(fresh.network.params[name], value, err_msg=name)
+    assert fresh.optimizer.state_dict().keys() == optimizer_before.keys()
+    assert fresh.optimizer.iter == optimizer_before["iter"] and fresh.optimizer.lr == optimizer_before["lr"]
+    assert xpnet.backend.host_rng().bit_generator.state == host_before
+    assert fresh.current_epoch == 0
+
+
+def test_a_checkpoint_of_another_network_is_named_on_resume(rng, tmp_path):
+    from xpnet.checkpoint import CheckpointError
+
+    path = tmp_path / "mlp.npz"
+    make_trainer(rng, epochs=1, checkpoint_path=path).train()
+    x, t = blobs(np.random.default_rng(0), features=16)
+    other = SimpleConvNet(input_dim=(1, 4, 4), conv_param={"filter_num": 2, "filter_size": 3, "pad": 1, "stride": 1},
+                          hidden_size=5, output_size=3)
+    with pytest.raises(CheckpointError, match="the checkpoint holds a MultiLayerNet, but this run trains a "
+                                              "SimpleConvNet"):
+        Trainer(other, x.reshape(-1, 1, 4, 4), t, x.reshape(-1, 1, 4, 4), t, epochs=2, verbose=False, resume=path)
+
+
+@pytest.mark.parametrize("epochs, mini_batch_size", [(2.7, 16), (0, 16), (True, 16), (2, 16.5), (2, "16")])
+def test_epochs_and_batch_sizes_are_whole_numbers(rng, epochs, mini_batch_size):
+    with pytest.raises(ValueError, match=r"(epochs|mini_batch_size) must be a whole number >= 1, got "):
+        make_trainer(rng, epochs=epochs, mini_batch_size=mini_batch_size)
+
+
+def test_a_batch_larger_than_the_training_set_is_a_warning_saying_what_an_epoch_is(rng):
+    with pytest.warns(UserWarning, match=r"the batch size 500 is larger than the training set \(90 examples\): each "
+                                         r"epoch is one step of all 90 examples"):
+        trainer = make_trainer(rng, epochs=1, mini_batch_size=500)
+    assert [len(b) for b in trainer._batches(1)] == [90]

@@ -3,6 +3,8 @@
     >>> import xpnet
     >>> xpnet.get_device()          # from XPNET_DEVICE: 'cpu', 'gpu', 'gpu:N' or 'auto'
     'cpu'
+    >>> xpnet.set_num_threads(2)    # CPU threads; default XPNET_NUM_THREADS, else every core this process may use
+    2
 """
 
 from .backend import (
@@ -19,6 +21,7 @@ from .backend import (
     to_numpy,
     using_device,
 )
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -27,10 +30,12 @@ __all__ = [
     "DeviceError",
     "get_array_module",
     "get_device",
+    "get_num_threads",
     "gpu_available",
     "gpu_unavailable_reason",
     "seed",
     "set_device",
+    "set_num_threads",
     "synchronize",
     "to_device",
     "to_numpy",

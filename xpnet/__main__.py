@@ -1,7 +1,7 @@
-"""``python -m xpnet``: the same as the ``xpnet`` command."""
+"""``python -m xpnet``: the same as the ``xpnet`` command (the one file outside xpnet/tools that names a tool)."""
 
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

@@ -19,6 +19,7 @@ the CPU. CuPy is imported lazily, on the first call that needs it, so
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import threading
@@ -41,10 +42,15 @@ __all__ = [
     "synchronize",
     "seed",
     "host_rng",
+    "random_state",
+    "set_random_state",
     "random_uniform",
     "is_cupy_array",
     "gpu_devices",
     "library_versions",
+    "gpu_bus_id",
+    "nccl_unavailable_reason",
+    "nccl_process_group",
 ]
 
 DEFAULT_DTYPE = np.float32
@@ -53,6 +59,11 @@ _INSTALL_HINT = (
     "install CuPy for your CUDA version, e.g. `pip install 'xpnet[cuda12]'` "
     "(cupy-cuda12x) or `pip install 'xpnet[cuda13]'` (cupy-cuda13x), "
     "or run on the CPU with XPNET_DEVICE=cpu"
+)
+_DRIVER_HINT = (
+    "check the NVIDIA driver and the GPU with `nvidia-smi`; a driver older than the CUDA of the installed "
+    "CuPy package needs an update, or the CuPy package of the CUDA version the driver supports "
+    "(cupy-cuda12x or cupy-cuda13x); or run on the CPU with XPNET_DEVICE=cpu"
 )
 
 
@@ -66,12 +77,13 @@ _cupy = None
 _cupy_checked = False
 _cupy_reason: str | None = None
 _cupy_version: str | None = None  # known whenever CuPy imports, usable GPU or not
+_cupy_installed = None  # the cupy module whenever it imports, usable GPU or not (for versions only)
 _lock = threading.Lock()
 
 
 def _load_cupy():
     """Return the cupy module if a GPU is usable, else None (reason kept; version kept whenever CuPy imports)."""
-    global _cupy, _cupy_checked, _cupy_reason, _cupy_version
+    global _cupy, _cupy_checked, _cupy_reason, _cupy_version, _cupy_installed
     if _cupy_checked:
         return _cupy
     with _lock:
@@ -85,9 +97,10 @@ def _load_cupy():
         else:
             version = getattr(cupy, "__version__", None)
             _cupy_version = None if version is None else str(version)
+            _cupy_installed = cupy
             try:
                 usable = bool(cupy.is_available()) and cupy.cuda.runtime.getDeviceCount() > 0
-                reason = None if usable else "CuPy is installed but sees no usable CUDA device or driver"
+                reason = None if usable else _why_no_device(cupy, _cupy_version)
             except Exception as exc:  # CUDARuntimeError, e.g. cudaErrorInsufficientDriver
                 usable, reason = False, f"CuPy is installed but CUDA fails ({type(exc).__name__}: {exc})"
             if usable:
@@ -95,6 +108,20 @@ def _load_cupy():
             _cupy_reason = reason
         _cupy_checked = True
     return _cupy
+
+
+def _why_no_device(cupy, version):
+    """CuPy's own reason when ``is_available()`` says False: it swallows the CUDA error, getDeviceCount raises it."""
+    runtime = getattr(getattr(cupy, "cuda", None), "runtime", None)
+    if runtime is None:
+        return "CuPy is installed but sees no usable CUDA device or driver"
+    try:
+        count = runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError: cudaErrorInsufficientDriver, cudaErrorNoDevice, ...
+        return f"CuPy {version} is installed but CUDA fails ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return f"CuPy {version} is installed but CUDA sees no device"
+    return "CuPy is installed but sees no usable CUDA device or driver"
 
 
 def gpu_available() -> bool:
@@ -122,17 +149,33 @@ def gpu_devices() -> list[dict]:
     return devices
 
 
+def gpu_bus_id(device) -> str:
+    """The PCI bus id of a GPU, e.g. '0000:3B:00.0': it names the same physical GPU in every process,
+    however ``CUDA_VISIBLE_DEVICES`` numbers the devices in each."""
+    target = _parse(device)
+    if target == "cpu":
+        raise ValueError("gpu_bus_id: the CPU has no PCI bus id")
+    return str(_require_cupy().cuda.runtime.deviceGetPCIBusId(int(target[4:])))
+
+
 def library_versions() -> dict:
     """Versions of NumPy, of CuPy where it imports (even without a usable GPU), and of CUDA where usable.
 
-    ``cuda_runtime`` and ``cuda_driver`` are None unless a GPU is usable;
-    ``cupy`` is None only when CuPy cannot be imported (or has no version).
+    ``cuda_runtime`` and ``cuda_driver`` are what CuPy reports, also without a
+    usable GPU (the runtime CuPy was built with, the driver where one is
+    installed), and None where it reports nothing; ``cupy`` is None only
+    when CuPy cannot be imported (or has no version).
     """
-    cp = _load_cupy()
+    _load_cupy()
     versions = {"numpy": np.__version__, "cupy": _cupy_version, "cuda_runtime": None, "cuda_driver": None}
-    if cp is not None:
-        versions["cuda_runtime"] = _cuda_version(cp.cuda.runtime.runtimeGetVersion())
-        versions["cuda_driver"] = _cuda_version(cp.cuda.runtime.driverGetVersion())
+    runtime = getattr(getattr(_cupy_installed, "cuda", None), "runtime", None)
+    for key, ask in (("cuda_runtime", "runtimeGetVersion"), ("cuda_driver", "driverGetVersion")):
+        try:
+            number = int(getattr(runtime, ask)())
+        except Exception:  # no such call, or CUDA fails (no driver): nothing reported
+            continue
+        if number > 0:  # a driver version of 0: no driver
+            versions[key] = _cuda_version(number)
     return versions
 
 
@@ -143,8 +186,53 @@ def _cuda_version(number: int) -> str:
 def _require_cupy():
     cp = _load_cupy()
     if cp is None:
-        raise DeviceError(f"the GPU was asked for but cannot be used: {_cupy_reason}. Fix: {_INSTALL_HINT}.")
+        hint = _INSTALL_HINT if _cupy_version is None else _DRIVER_HINT  # installed: the driver or device is at fault
+        raise DeviceError(f"the GPU was asked for but cannot be used: {_cupy_reason}. Fix: {hint}.")
     return cp
+
+
+# --- NCCL, for data-parallel training (xpnet.distributed) ---------------------
+
+
+def _load_nccl():
+    """(cupy.cuda.nccl, cupyx.distributed), or (None, why not)."""
+    cp = _load_cupy()
+    if cp is None:
+        return None, f"no usable GPU: {_cupy_reason}"
+    try:
+        from cupy.cuda import nccl
+    except Exception as exc:
+        return None, f"cupy.cuda.nccl cannot be imported ({type(exc).__name__}: {exc})"
+    if not getattr(nccl, "available", False):
+        return None, ("CuPy finds no NCCL library; install the NCCL wheel for your CUDA version "
+                      "(nvidia-nccl-cu12 or nvidia-nccl-cu13)")
+    try:
+        import cupyx.distributed
+    except Exception as exc:
+        return None, f"cupyx.distributed cannot be imported ({type(exc).__name__}: {exc})"
+    return (nccl, cupyx.distributed), None
+
+
+def nccl_unavailable_reason() -> str | None:
+    """Why CuPy cannot use NCCL here (no usable GPU, no NCCL library), or None when it can."""
+    return _load_nccl()[1]
+
+
+def nccl_process_group(size: int, rank: int):
+    """This process's NCCL communicator among ``size`` processes, one GPU each (CuPy's current device).
+
+    It is ``cupyx.distributed.init_process_group(size, rank, use_mpi=True)``:
+    a collective call that every process of ``MPI.COMM_WORLD`` must make, the
+    rendezvous going through MPI (without ``use_mpi`` CuPy would open a TCP
+    store on port 13333 instead). The communicator has ``all_reduce(in,
+    out, op)``, ``broadcast(array, root)`` and ``all_gather(in, out,
+    count)`` on CuPy arrays. NCCL refuses two processes on one GPU. Raises
+    DeviceError saying why when NCCL cannot be used.
+    """
+    loaded, reason = _load_nccl()
+    if loaded is None:
+        raise DeviceError(f"NCCL cannot be used: {reason}")
+    return loaded[1].init_process_group(int(size), int(rank), use_mpi=True)
 
 
 # --- device names -----------------------------------------------------------
@@ -303,3 +391,49 @@ def random_uniform(xp, shape, dtype=DEFAULT_DTYPE):
     if rng is None:
         rng = _device_rngs[device] = xp.random.default_rng(_seed)
     return rng.random(shape, dtype=dtype)
+
+
+def random_state(device="cpu") -> dict:
+    """The state of the generator that draws the dropout masks on ``device``, as JSON-serializable values.
+
+    On the CPU it is the host generator's (``bit_generator.state``, which the
+    initial weights and shuffles share); on a GPU the cuRAND states of its
+    CuPy generator (bytes in base64), or ``{"device": "gpu", "state": None}``
+    when no mask was drawn there yet. :func:`set_random_state` puts it back,
+    so that a resumed run draws the masks a straight run draws.
+    """
+    target = _parse(device)
+    if target == "cpu":
+        return {"device": "cpu", "state": _host_rng.bit_generator.state}
+    rng = _device_rngs.get(int(target[4:]))
+    if rng is None:
+        return {"device": "gpu", "seed": _seed, "state": None}
+    raw = rng.bit_generator._state  # CuPy keeps cuRAND's per-thread states in one int8 array
+    return {"device": "gpu", "seed": _seed, "state": base64.b64encode(raw.get().tobytes()).decode("ascii")}
+
+
+def set_random_state(state, device="cpu") -> None:
+    """Restore what :func:`random_state` returned for ``device``; a ValueError when it is not one."""
+    global _host_rng
+    target = _parse(device)
+    if not isinstance(state, dict) or state.get("device") != ("cpu" if target == "cpu" else "gpu"):
+        kind = state.get("device") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"random state of {kind!r}, not of {target}")
+    if target == "cpu":
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = state["state"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"damaged random state of the CPU ({exc})") from None
+        _host_rng = rng
+        return
+    cp = _require_cupy()
+    index = int(target[4:])
+    with cp.cuda.Device(index):
+        rng = _device_rngs[index] = cp.random.default_rng(state.get("seed"))
+        if state["state"] is not None:
+            raw = np.frombuffer(base64.b64decode(state["state"]), dtype=np.int8)
+            if raw.size != rng.bit_generator._state.size:
+                raise ValueError(f"random state of {raw.size} bytes, but this GPU's generator has "
+                                 f"{rng.bit_generator._state.size}")
+            rng.bit_generator._state[...] = cp.asarray(raw)

@@ -7,6 +7,14 @@ never produce float64), an input on another device is an error that says
 how to move it. Gradients are kept as attributes (``dW``, ``db``,
 ``dgamma``, ``dbeta``) after ``backward``.
 
+Parameters are floating point, one dtype per layer: integer, boolean or
+complex weights, and a float64 bias beside float32 weights, are a
+ValueError, never converted (a converted copy would no longer be the array
+the network and its optimizer update). ``backward(dout)`` needs a
+``forward`` first (else a RuntimeError) and a ``dout`` of exactly the
+forward output's shape (else a ValueError naming both shapes; nothing is
+broadcast).
+
 Fixed relative to the book, each noted where it happens:
 
 * ``Relu.backward`` no longer overwrites the caller's gradient array.
@@ -22,16 +30,21 @@ Fixed relative to the book, each noted where it happens:
 
 from __future__ import annotations
 
-from . import backend, kernels
+from . import backend, fastpaths, kernels
 from .backend import DeviceError, get_array_module
-from .functions import log_softmax
+from .functions import log_softmax, relu, sigmoid
 from .labels import class_indices
+from .threads import split
 from .util import (
     add_windows_channels_last,
+    batch_parts,
     channels_last,
     conv_output_size,
+    elementwise,
+    map_parts,
     pad_channels_last,
     scratch,
+    sum_in_order,
     window_offsets,
     windows_channels_last,
 )
@@ -98,6 +111,27 @@ def _check_rank(layer, x, ranks, what):
         raise ValueError(f"{layer}: input must be {what}, got shape {tuple(x.shape)}")
 
 
+def _check_param_dtypes(layer, **params):
+    """Parameters are floating point and share one dtype (a float64 bias would make float32 outputs float64)."""
+    for name, array in params.items():
+        if array.dtype.kind != "f":
+            raise ValueError(f"{layer}: {name} must be floating point (float32 or float64), got {array.dtype}")
+    (first, a), *others = params.items()
+    for name, array in others:
+        if array.dtype != a.dtype:
+            raise ValueError(f"{layer}: {first} is {a.dtype} but {name} is {array.dtype}; the parameters of one layer "
+                             f"share one floating dtype (convert with .astype)")
+
+
+def _check_dout(layer, dout, shape):
+    """``dout`` of the forward output's ``shape`` (None: no forward yet); no broadcasting."""
+    if shape is None:
+        raise RuntimeError(f"{layer}.backward: called before forward")
+    got = tuple(getattr(dout, "shape", ()))
+    if got != tuple(shape):
+        raise ValueError(f"{layer}.backward: dout has shape {got}, but the forward output had {tuple(shape)}")
+
+
 def _check_param_shape(layer, name, array, shape):
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{layer}: {name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
@@ -132,18 +166,35 @@ class Relu:
 
     def forward(self, x):
         x, self._back = _memory_order(_as_float_array(x))
-        if kernels.active(get_array_module(x)):
+        xp = get_array_module(x)
+        if kernels.active(xp):
             out, mask = kernels.relu_forward(x)
         else:
-            mask = x > 0
-            out = get_array_module(x).maximum(x, 0)
+            out, mask = xp.empty_like(x), xp.empty(x.shape, dtype=bool)
+            elementwise(_relu_and_mask, out, x, mask)
         self.mask = _restore_order(mask, self._back)
         return _restore_order(out, self._back)
 
     def backward(self, dout):
+        _check_dout("Relu", dout, None if self.mask is None else self.mask.shape)
         if self._back is None:
-            return dout * self.mask
-        return _restore_order(channels_last(dout) * channels_last(self.mask), self._back)
+            return _product(dout, self.mask)
+        return _restore_order(_product(channels_last(dout), channels_last(self.mask)), self._back)
+
+
+def _relu_and_mask(out, x, mask):
+    xp = get_array_module(x)
+    out[...] = relu(x)  # NaN stays NaN
+    xp.greater(x, 0, out=mask)
+
+
+def _product(a, b):
+    """``a * b`` in slices of the batch (in parallel on the CPU), laid out in memory as ``b``."""
+    xp = get_array_module(a)
+    if kernels.active(xp) or a.ndim == 0 or a.shape != b.shape:
+        return a * b
+    out = xp.empty_like(b, dtype=xp.result_type(a, b))
+    return elementwise(lambda out, a, b: xp.multiply(a, b, out=out), out, a, b)
 
 
 class Sigmoid:
@@ -153,13 +204,27 @@ class Sigmoid:
         self.out = None
 
     def forward(self, x):
-        xp = get_array_module(x)
         x = _as_float_array(x)
-        self.out = 0.5 * (1.0 + xp.tanh(0.5 * x))
+        self.out = elementwise(_sigmoid, get_array_module(x).empty_like(x), x)
         return self.out
 
     def backward(self, dout):
-        return dout * (1.0 - self.out) * self.out
+        _check_dout("Sigmoid", dout, None if self.out is None else self.out.shape)
+        xp = get_array_module(dout)
+        return elementwise(_sigmoid_gradient, xp.empty_like(self.out, dtype=xp.result_type(dout, self.out)), dout,
+                           self.out)
+
+
+def _sigmoid(out, x):
+    out[...] = sigmoid(x)
+
+
+def _sigmoid_gradient(dx, dout, out):
+    """dx = dout * (1 - out) * out"""
+    xp = get_array_module(out)
+    xp.subtract(1.0, out, out=dx)
+    dx *= out
+    dx *= dout
 
 
 # --- dense layers -------------------------------------------------------------
@@ -168,15 +233,18 @@ class Sigmoid:
 class Affine:
     """y = x W + b.
 
-    ``W`` (D, M), ``b`` (M,) (a scalar is broadcast to M copies); ``x`` is (N, D) or any (N, ...) whose trailing
-    dimensions multiply to D (an image batch from a convolution). ``dx`` has
-    ``x``'s shape.
+    ``W`` (D, M), ``b`` (M,) (a scalar is broadcast to M copies), floating
+    point of one dtype (else a ValueError); ``x`` is (N, D) or any (N, ...)
+    whose trailing dimensions multiply to D (an image batch from a
+    convolution), cast to ``W``'s dtype. ``dx`` has ``x``'s shape.
     """
 
     def __init__(self, W, b):
         if W.ndim != 2:
             raise ValueError(f"Affine: W must be 2-D (D, M), got shape {tuple(W.shape)}")
-        self.W, self.b = W, _bias("Affine", b, W, W.shape[1])
+        b = _bias("Affine", b, W, W.shape[1])
+        _check_param_dtypes("Affine", W=W, b=b)
+        self.W, self.b = W, b
         self.x = None
         self.original_x_shape = None
         self.dW = None
@@ -187,20 +255,51 @@ class Affine:
         if x.ndim < 1:
             raise ValueError("Affine: input must have a batch axis, got a scalar")
         self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
-        if x.shape[1] != self.W.shape[0]:
+        n, d = x.shape[0], x[:1].size
+        if d != self.W.shape[0]:
             raise ValueError(
-                f"Affine: input of shape {tuple(self.original_x_shape)} has {x.shape[1]} features per "
+                f"Affine: input of shape {tuple(self.original_x_shape)} has {d} features per "
                 f"example, but W has {self.W.shape[0]} rows"
             )
-        self.x = x
-        return x @ self.W + self.b
+        xp = get_array_module(x)
+        parts = batch_parts(xp, n, (d + self.W.shape[1]) * x.itemsize)
+        flat = len(parts) == 1 or x.flags.c_contiguous
+        # A view that cannot be flattened as it is (an image batch in channels-last memory) is copied:
+        # by reshape, or slice by slice into a new array.
+        self.x = x.reshape(n, d) if flat else xp.empty((n, d), dtype=x.dtype)
+        out = xp.empty((n, self.W.shape[1]), dtype=x.dtype)
+
+        def forward_part(part):
+            if not flat:
+                self.x[part].reshape(x[part].shape)[...] = x[part]
+            xp.matmul(self.x[part], self.W, out=out[part])
+            out[part] += self.b
+
+        map_parts(xp, forward_part, parts)
+        return out
 
     def backward(self, dout):
+        _check_dout("Affine", dout, None if self.x is None else (self.x.shape[0], self.W.shape[1]))
         dout = dout.astype(self.W.dtype, copy=False)
-        self.dW = self.x.T @ dout
+        xp = get_array_module(dout)
+        n, (d, m) = self.x.shape[0], self.W.shape
         self.db = dout.sum(axis=0)
-        return (dout @ self.W.T).reshape(self.original_x_shape)
+        parts = batch_parts(xp, n, (d + m) * dout.itemsize)
+        # dW by slices of its rows (each a full sum over the batch: nothing to add up), dx by slices of the batch;
+        # even as one slice of each, the products run inside xpnet's work, where BLAS is held at one thread.
+        self.dW = xp.empty_like(self.W)
+        dx = xp.empty((n, d), dtype=self.W.dtype)
+        rows = [("dW", rows) for rows in split(d, len(parts))] + [("dx", part) for part in parts]
+
+        def backward_part(item):
+            which, part = item
+            if which == "dW":
+                xp.matmul(self.x[:, part].T, dout, out=self.dW[part])
+            else:
+                xp.matmul(dout[part], self.W.T, out=dx[part])
+
+        map_parts(xp, backward_part, rows)
+        return dx.reshape(self.original_x_shape)
 
 
 class SoftmaxWithLoss:
@@ -261,6 +360,8 @@ class SoftmaxWithLoss:
         return self.loss
 
     def backward(self, dout=1):
+        if self.y is None:
+            raise RuntimeError("SoftmaxWithLoss.backward: called before forward")
         xp = get_array_module(self.y)
         n = self.y.shape[0]
         if self.t.ndim == 2:
@@ -295,10 +396,11 @@ class Dropout:
         xp = get_array_module(x)
         keep = backend.random_uniform(xp, x.shape) >= self.dropout_ratio
         self.mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.dropout_ratio))
-        return x * self.mask
+        return _product(x, self.mask)
 
     def backward(self, dout):
-        return dout * self.mask
+        _check_dout("Dropout", dout, None if self.mask is None else self.mask.shape)
+        return _product(dout, self.mask)
 
 
 class BatchNormalization:
@@ -320,6 +422,13 @@ class BatchNormalization:
     to move them); they are cast to ``gamma``'s dtype, so float64 statistics
     never turn a float32 layer into float64. Either may be given alone: the
     missing one starts at zeros (mean) or ones (variance).
+
+    ``sync`` is None (statistics of this process's batch) or an object whose
+    ``statistics(x, axes)`` returns the batch mean and variance over the
+    batches of every process and whose ``gradient_means(dxn, xn, axes)``
+    returns the matching means in ``backward``: the synchronized batch
+    normalization of data-parallel training (see
+    :func:`xpnet.distributed.synchronize_batch_norm`).
     """
 
     eps = 1e-6
@@ -329,6 +438,7 @@ class BatchNormalization:
         if gamma.ndim != 1:
             raise ValueError(f"BatchNormalization: gamma must be 1-D, got shape {tuple(gamma.shape)}")
         _check_param_shape("BatchNormalization", "beta", beta, gamma.shape)
+        _check_param_dtypes("BatchNormalization", gamma=gamma, beta=beta)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum}")
         self.gamma, self.beta = gamma, beta
@@ -341,6 +451,7 @@ class BatchNormalization:
                            else self._as_statistic("running_var", running_var, gamma))
         self.running_mean, self.running_var = running_mean, running_var
         self.train_flg = True
+        self.sync = None
         self.xn = None
         self.std = None
         self.dgamma = None
@@ -377,32 +488,75 @@ class BatchNormalization:
         if self.running_mean is None:
             self.running_mean = xp.zeros(x.shape[1], dtype=x.dtype)
             self.running_var = xp.ones(x.shape[1], dtype=x.dtype)
+        # Sums over the batch are taken slice by slice (in parallel on the CPU) and added in slice order.
+        count = x.size // max(x.shape[1], 1)  # values per feature or channel
+        xc = xp.empty_like(x)
         if train_flg:
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(shape)
-            var = (xc * xc).mean(axis=axes)
+            if self.sync is None:
+                (mu,) = _sums_over_slices(lambda x: (x.sum(axis=axes),), x)
+                mu = mu / count
+
+                def center(xc, x):
+                    xp.subtract(x, mu.reshape(shape), out=xc)
+                    return ((xc * xc).sum(axis=axes),)
+
+                (var,) = _sums_over_slices(center, xc, x)
+                var = var / count
+            else:  # the statistics of the global batch, across ranks
+                mu, var = self.sync.statistics(x, axes)
+                elementwise(lambda xc, x: xp.subtract(x, mu.reshape(shape), out=xc), xc, x)
             m = self.momentum
             self.running_mean = m * self.running_mean + (1.0 - m) * mu
             self.running_var = m * self.running_var + (1.0 - m) * var
         else:
-            xc = x - self.running_mean.reshape(shape)
+            elementwise(lambda xc, x: xp.subtract(x, self.running_mean.reshape(shape), out=xc), xc, x)
             var = self.running_var
         self.std = xp.sqrt(var + self.eps).reshape(shape)
-        self.xn = xc / self.std
-        return self.gamma.reshape(shape) * self.xn + self.beta.reshape(shape)
+        gamma, beta = self.gamma.reshape(shape), self.beta.reshape(shape)
+
+        def normalize(out, xn, xc):
+            xp.divide(xc, self.std, out=xn)
+            xp.multiply(xn, gamma, out=out)
+            out += beta
+
+        self.xn = xp.empty_like(x)
+        return elementwise(normalize, xp.empty_like(x), self.xn, xc)
 
     def backward(self, dout):
+        _check_dout("BatchNormalization", dout, None if self.xn is None else self.xn.shape)
         dout = dout.astype(self.gamma.dtype, copy=False)
+        xp = get_array_module(dout)
         axes, shape = self._axes(dout)
-        self.dbeta = dout.sum(axis=axes)
-        self.dgamma = (self.xn * dout).sum(axis=axes)
-        dxn = dout * self.gamma.reshape(shape)
+        self.dbeta, self.dgamma = _sums_over_slices(lambda d, xn: (d.sum(axis=axes), (xn * d).sum(axis=axes)),
+                                                    dout, self.xn)
+        scale = self.gamma.reshape(shape) / self.std
         if not self.train_flg:  # the running statistics are constants
-            return dxn / self.std
-        # d/dx of (x - batch mean) / batch std, in closed form.
-        mean_dxn = dxn.mean(axis=axes).reshape(shape)
-        mean_dxn_xn = (dxn * self.xn).mean(axis=axes).reshape(shape)
-        return (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+            return elementwise(lambda dx, d: xp.multiply(d, scale, out=dx), xp.empty_like(dout), dout)
+        if self.sync is not None:  # the means of the global batch, across ranks
+            dxn = dout * self.gamma.reshape(shape)
+            mean_dxn, mean_dxn_xn = self.sync.gradient_means(dxn, self.xn, axes)
+            return (dxn - mean_dxn.reshape(shape) - self.xn * mean_dxn_xn.reshape(shape)) / self.std
+        # d/dx of gamma * (x - batch mean) / batch std + beta, in closed form: with m values per channel,
+        # gamma / std * (dout - dbeta / m - xn * dgamma / m).
+        count = dout.size // max(dout.shape[1], 1)
+        mean_d, mean_d_xn = (self.dbeta / count).reshape(shape), (self.dgamma / count).reshape(shape)
+
+        def input_gradient(dx, d, xn):
+            xp.multiply(xn, mean_d_xn, out=dx)
+            xp.subtract(d, dx, out=dx)
+            dx -= mean_d
+            dx *= scale
+
+        return elementwise(input_gradient, xp.empty_like(dout), dout, self.xn)
+
+
+def _sums_over_slices(fn, *arrays):
+    """``fn(*slices)`` over slices of the batch (in parallel on the CPU), each of its results summed in slice
+    order: a reduction over the batch as partial sums, then their total."""
+    xp = get_array_module(arrays[0])
+    parts = batch_parts(xp, arrays[0].shape[0], sum(a[:1].nbytes for a in arrays))
+    partials = map_parts(xp, lambda part: fn(*(a[part] for a in arrays)), parts)
+    return [sum_in_order(list(sums)) for sums in zip(*partials)]
 
 
 # --- convolution and pooling ----------------------------------------------------
@@ -432,7 +586,9 @@ class Convolution:
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
             raise ValueError(f"Convolution: W must be 4-D (FN, C, FH, FW), got shape {tuple(W.shape)}")
-        self.W, self.b = W, _bias("Convolution", b, W, W.shape[0])
+        b = _bias("Convolution", b, W, W.shape[0])
+        _check_param_dtypes("Convolution", W=W, b=b)
+        self.W, self.b = W, b
         self.stride = _check_positive_int("Convolution", "stride", stride, 1)
         self.pad = _check_positive_int("Convolution", "pad", pad, 0)
         self.x_shape = None
@@ -441,9 +597,10 @@ class Convolution:
         self.db = None
 
     def _chunks(self, n, bytes_per_example):
-        kind = "cpu" if get_array_module(self.W).__name__ == "numpy" else "gpu"
-        step = max(1, self.col_bytes[kind] // max(bytes_per_example, 1))
-        return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+        """Slices of the batch, each unfolding at most ``col_bytes`` of columns; on the CPU a multiple of the
+        thread count, so that every thread gets as many examples."""
+        xp = get_array_module(self.W)
+        return batch_parts(xp, n, bytes_per_example, self.col_bytes["cpu"], self.col_bytes["gpu"])
 
     @staticmethod
     def _unfold(img, fh, fw, stride, out_h, out_w, slot=0):
@@ -471,15 +628,30 @@ class Convolution:
         self.x_shape = x.shape
         if kernels.active(xp):
             return self._forward_gpu(x, out_h, out_w)
+        # The book's steps on each slice of the batch: im2col, one product, the bias. Slices run in parallel.
         col_W = self._col_W()
-        self.x_nhwc = pad_channels_last(channels_last(x), self.pad)
+        img = channels_last(x)
         out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
-        for part in self._chunks(n, out_h * out_w * fh * fw * c * x.itemsize):
-            col = self._unfold(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w)
+        self.x_nhwc = self._padded_input(img)
+
+        def forward_part(part):
+            x_part = img[part] if self.x_nhwc is img else pad_channels_last(img[part], self.pad, out=self.x_nhwc[part])
+            col = self._unfold(x_part, fh, fw, self.stride, out_h, out_w)
             rows = out[part].reshape(-1, fn)
             xp.matmul(col, col_W, out=rows)
             rows += self.b
+
+        map_parts(xp, forward_part, self._chunks(n, out_h * out_w * fh * fw * c * x.itemsize))
         return out.transpose(0, 3, 1, 2)
+
+    def _padded_input(self, img):
+        """Where the padded channels-last input is kept for backward: ``img`` itself when it is contiguous and
+        needs no padding, else a new buffer that the slices of the forward pass fill."""
+        if not self.pad and img.flags.c_contiguous:
+            return img
+        n, h, w, c = img.shape
+        p = self.pad
+        return get_array_module(img).empty((n, h + 2 * p, w + 2 * p, c), dtype=img.dtype)
 
     def _forward_gpu(self, x, out_h, out_w):
         """One im2col kernel (padding on the fly), one product, one bias add."""
@@ -502,6 +674,14 @@ class Convolution:
         dx = kernels.col2im(d @ self.W.reshape(fn, -1), (n, h, w, c), fh, fw, self.stride, self.pad, out_h, out_w)
         return dx.transpose(0, 3, 1, 2)
 
+    def _output_shape(self):
+        """(N, FN, OH, OW) of the last forward, or None before any."""
+        if self.x_shape is None:
+            return None
+        n, _, h, w = self.x_shape
+        fn, _, fh, fw = self.W.shape
+        return n, fn, conv_output_size(h, fh, self.stride, self.pad), conv_output_size(w, fw, self.stride, self.pad)
+
     def _gathers_input_gradient(self):
         """Whether dx is better computed as a convolution of dout with the flipped filters.
 
@@ -511,48 +691,80 @@ class Convolution:
         pad < the filter size.
         """
         fn, c, fh, fw = self.W.shape
-        return self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
+        fits = self.stride == 1 and self.pad < min(fh, fw) and fn <= 2 * c
+        return fits and fastpaths.enabled("input_gradient_by_gather")
 
-    def backward(self, dout):
+    def backward(self, dout, input_gradient=True):
+        """dW, db and the returned dx from ``dout`` (N, FN, OH, OW).
+
+        ``input_gradient=False`` skips dx and returns None on the CPU (the
+        GPU kernels compute it regardless): a network's first layer, whose
+        input is the data, needs only dW and db.
+        """
+        _check_dout("Convolution", dout, self._output_shape())
         xp = get_array_module(dout)
         fn, c, fh, fw = self.W.shape
         n, _, h, w = self.x_shape
         p = self.pad
         dout = channels_last(dout.astype(self.W.dtype, copy=False))
         out_h, out_w = dout.shape[1:3]
-        if not dout.flags.c_contiguous:
-            dout = xp.ascontiguousarray(dout)
         if kernels.active(xp):
-            return self._backward_gpu(dout, out_h, out_w)
-        self.db = dout.reshape(-1, fn).sum(axis=0)
-        dW = xp.zeros((fn, fh * fw * c), dtype=self.W.dtype)
-        gather = self._gathers_input_gradient()
-        if gather:
+            return self._backward_gpu(xp.ascontiguousarray(dout), out_h, out_w)
+        gather = input_gradient and self._gathers_input_gradient()
+        if not input_gradient:
+            dx = None
+        elif gather:
             # dx = dout, padded by (filter - 1 - pad), correlated with the 180-degree-rotated filters.
             flipped = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
             dx = xp.empty((n, h, w, c), dtype=self.W.dtype)
         else:
             col_W = self._col_W()
-            dx = xp.zeros_like(self.x_nhwc)
-        widest = max(c, fn) if gather else c  # the columns of x, and of dout where dx is a gather
-        for part in self._chunks(n, max(out_h * out_w, h * w) * fh * fw * widest * dout.itemsize):
+            dx = xp.empty(self.x_nhwc.shape, dtype=self.W.dtype)
+
+        def backward_part(part):
+            """The book's steps on one slice of the batch: dW and db of the slice, and its rows of dx."""
+            d_img = xp.ascontiguousarray(dout[part])
+            d = d_img.reshape(-1, fn)
             col = self._unfold(self.x_nhwc[part], fh, fw, self.stride, out_h, out_w)
-            d = dout[part].reshape(-1, fn)
-            dW += d.T @ col
+            dW, db = d.T @ col, _column_sums(d)
             if gather:
-                part_n, ph, pw = part.stop - part.start, fh - 1 - p, fw - 1 - p
-                d_pad = pad_channels_last(dout[part], ph, pw,
-                                          out=scratch(xp, (part_n, out_h + 2 * ph, out_w + 2 * pw, fn), dout.dtype, 2))
-                d_col = self._unfold(d_pad, fh, fw, 1, h, w, slot=1)
-                xp.matmul(d_col, flipped, out=dx[part].reshape(-1, c))
-            else:
+                self._input_gradient_by_gather(d_img, flipped, dx[part])
+            elif dx is not None:
                 dcol = scratch(xp, (col.shape[0], col_W.shape[0]), col.dtype, slot=1)
                 xp.matmul(d, col_W.T, out=dcol)
+                dx[part] = 0
                 add_windows_channels_last(dx[part], dcol.reshape(-1, out_h, out_w, fh, fw, c), self.stride)
+            return dW, db
+
+        widest = max(c, fn) if gather else c  # the columns of x, and of dout where dx is a gather
+        column_bytes = max(out_h * out_w, h * w) * fh * fw * widest * dout.itemsize
+        parts = map_parts(xp, backward_part, self._chunks(n, column_bytes))
+        self.db = sum_in_order([db for _, db in parts])
+        dW = sum_in_order([dW for dW, _ in parts])
         self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
+        if dx is None:
+            return None
         if not gather:
             dx = dx[:, p:p + h, p:p + w, :]
         return dx.transpose(0, 3, 1, 2)
+
+    def _input_gradient_by_gather(self, d_img, flipped, dx):
+        """dx (n, H, W, C) of one slice as im2col of its padded dout (n, OH, OW, FN) times the flipped filters."""
+        xp = get_array_module(d_img)
+        fn, c, fh, fw = self.W.shape
+        n, out_h, out_w, _ = d_img.shape
+        h, w = dx.shape[1:3]
+        ph, pw = fh - 1 - self.pad, fw - 1 - self.pad
+        d_pad = scratch(xp, (n, out_h + 2 * ph, out_w + 2 * pw, fn), d_img.dtype, slot=2)
+        pad_channels_last(d_img, ph, pw, out=d_pad)
+        d_col = self._unfold(d_pad, fh, fw, 1, h, w, slot=1)
+        xp.matmul(d_col, flipped, out=dx.reshape(-1, c))
+
+
+def _column_sums(d):
+    """``d.sum(axis=0)`` of a tall (rows, FN) matrix as a product with ones: BLAS adds in blocks, faster and
+    more accurate than NumPy's row-by-row reduction over the long axis (the GPU kernels' bias gradient too)."""
+    return get_array_module(d).ones(d.shape[0], dtype=d.dtype) @ d
 
 
 class Pooling:
@@ -570,8 +782,12 @@ class Pooling:
     Ties inside a window send the gradient to the first maximum. Like
     Convolution, it works on channels-last memory behind (N, C, H, W) views;
     forward and backward loop over the window offsets (4 for 2x2), each step
-    a strided elementwise operation on the whole batch.
+    a strided elementwise operation on a slice of the batch of at most
+    ``part_bytes`` (so that the output stays in cache between offsets); on
+    the CPU the slices run in parallel.
     """
+
+    part_bytes = 2**20
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0, mode="max"):
         self.pool_h = _check_positive_int("Pooling", "pool_h", pool_h, 1)
@@ -588,6 +804,14 @@ class Pooling:
         self.x_shape = None
         self.arg_max = None
 
+    def _output_shape(self):
+        """(N, C, OH, OW) of the last forward, or None before any."""
+        if self.x_shape is None:
+            return None
+        n, c, h, w = self.x_shape
+        return (n, c, conv_output_size(h, self.pool_h, self.stride, self.pad),
+                conv_output_size(w, self.pool_w, self.stride, self.pad))
+
     def forward(self, x):
         x = _as_float_array(x)
         xp = get_array_module(x)
@@ -602,27 +826,25 @@ class Pooling:
                                                      out_h, out_w, self.mode == "avg")
             return out.transpose(0, 3, 1, 2)
         fill = -xp.inf if self.mode == "max" else 0.0
-        img = pad_channels_last(channels_last(x), self.pad, fill=fill)
-        pixels = window_offsets(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
-        out = next(pixels).copy()
+        img = channels_last(x)
+        out = xp.empty((n, out_h, out_w, c), dtype=x.dtype)
         if self.mode == "max":
-            # A running maximum over the window offsets: strict '>' keeps the first maximum, as argmax does.
-            # A NaN wins, as in xp.maximum, and the first one keeps the gradient.
-            self.arg_max = xp.zeros(out.shape, dtype=xp.uint8 if self.pool_h * self.pool_w < 256 else xp.int32)
-            index = self.arg_max.dtype.type
-            for k, candidate in enumerate(pixels, start=1):
-                better = ~(candidate <= out) & (out == out)
-                xp.maximum(out, candidate, out=out)
-                # arg_max = k where better, else unchanged; arithmetic is many times faster than where().
-                self.arg_max *= ~better
-                self.arg_max += better * index(k)
-        else:
-            for candidate in pixels:
-                out += candidate
-            out *= 1.0 / (self.pool_h * self.pool_w)
+            self.arg_max = xp.empty(out.shape, dtype=xp.uint8 if self.pool_h * self.pool_w < 256 else xp.int32)
+
+        def forward_part(part):
+            padded = pad_channels_last(img[part], self.pad, fill=fill)
+            pixels = list(window_offsets(padded, self.pool_h, self.pool_w, self.stride, out_h, out_w))
+            if self.mode == "max":
+                _max_and_first_argmax(pixels, out[part], self.arg_max[part])
+            else:
+                _window_mean(pixels, out[part])
+
+        map_parts(xp, forward_part, batch_parts(xp, n, (h + 2 * self.pad) * (w + 2 * self.pad) * c * x.itemsize,
+                                                self.part_bytes))
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
+        _check_dout("Pooling", dout, self._output_shape())
         xp = get_array_module(dout)
         n, c, h, w = self.x_shape
         p, ph, pw = self.pad, self.pool_h, self.pool_w
@@ -632,9 +854,64 @@ class Pooling:
             return dx.transpose(0, 3, 1, 2)
         dout = channels_last(dout)
         out_h, out_w = dout.shape[1:3]
-        if self.mode == "avg":
-            dout = dout * (1.0 / (ph * pw))
-        dx = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dout.dtype)
-        for k, pixels in enumerate(window_offsets(dx, ph, pw, self.stride, out_h, out_w)):
-            pixels += dout * (self.arg_max == k) if self.mode == "max" else dout
+        dx = xp.empty((n, h + 2 * p, w + 2 * p, c), dtype=dout.dtype)
+        # Windows that neither overlap nor leave pixels out write every pixel of dx once: no zeros, no sums.
+        tiles = self.stride == ph == pw and (h + 2 * p) == out_h * ph and (w + 2 * p) == out_w * pw
+
+        def backward_part(part):
+            d, dx_part = dout[part], dx[part]
+            if self.mode == "avg":
+                d = d * (1.0 / (ph * pw))
+            if not tiles:
+                dx_part[...] = 0
+            for k, pixels in enumerate(window_offsets(dx_part, ph, pw, self.stride, out_h, out_w)):
+                if self.mode == "avg":
+                    routed = d
+                elif tiles:
+                    xp.multiply(d, self.arg_max[part] == k, out=pixels)
+                    continue
+                else:
+                    routed = d * (self.arg_max[part] == k)
+                if tiles:
+                    pixels[...] = routed
+                else:
+                    pixels += routed
+
+        map_parts(xp, backward_part, batch_parts(xp, n, (h + 2 * p) * (w + 2 * p) * c * dout.itemsize,
+                                                 self.part_bytes))
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
+
+
+def _max_and_first_argmax(pixels, out, arg_max):
+    """``out`` = the maximum over the window offsets' views ``pixels``; ``arg_max`` = the first offset holding it.
+
+    A running maximum: an offset takes over only where it is strictly larger,
+    so ties keep the first maximum, and as offsets only grow, ``arg_max`` is
+    the maximum of itself and ``k`` where offset ``k`` took over (masked
+    writes are many times slower than this arithmetic). A NaN wins, as in
+    ``xp.maximum``, and the first NaN keeps the gradient.
+    """
+    xp = get_array_module(out)
+    xp.copyto(out, pixels[0])
+    arg_max[...] = 0
+    index = arg_max.dtype.type
+    for k, candidate in enumerate(pixels[1:], start=1):
+        took_over = candidate > out
+        xp.maximum(out, candidate, out=out)
+        xp.maximum(arg_max, took_over * index(k), out=arg_max)
+    # '>' is never true for a NaN: where a NaN won, point at the first one (as rare as it is slow).
+    nan = xp.isnan(out)
+    if xp.__name__ != "numpy" or bool(nan.any()):
+        for k in range(len(pixels) - 1, -1, -1):
+            first = nan & xp.isnan(pixels[k])
+            arg_max *= ~first
+            arg_max += first * index(k)
+
+
+def _window_mean(pixels, out):
+    """``out`` = the mean over the window offsets' views ``pixels`` (padding counts as zeros)."""
+    xp = get_array_module(out)
+    xp.copyto(out, pixels[0])
+    for candidate in pixels[1:]:
+        out += candidate
+    out *= 1.0 / len(pixels)

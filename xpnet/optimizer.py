@@ -35,6 +35,7 @@ import math
 
 from . import backend, kernels
 from .backend import DeviceError, get_array_module
+from .util import batch_parts, map_parts
 
 __all__ = [
     "Optimizer",
@@ -58,11 +59,16 @@ class Optimizer:
     A subclass names its hyperparameters in ``hyperparameters`` and its
     per-parameter state arrays in ``slots`` (each slot is a dict name ->
     array, an attribute as in the book: ``self.v``, ``self.h``, ...), and
-    implements ``_step(xp, key, param, grad)`` for one parameter.
+    implements ``_apply(xp, param, grad, *state)``: the update of one
+    parameter in place, in ``xp`` code, with its state arrays in the order
+    of ``slots``. On the CPU a large parameter is updated in slices, in
+    parallel; on the GPU its ``kernel`` (see :func:`xpnet.kernels.update`)
+    does it in one launch with the inputs ``grad, *self._scalars()``.
     """
 
     hyperparameters: tuple[str, ...] = ("lr",)
     slots: tuple[str, ...] = ()
+    kernel: str = ""
 
     def __init__(self, **hyper):
         for name in self.hyperparameters:
@@ -101,6 +107,14 @@ class Optimizer:
             else:
                 self._step(get_array_module(param), key, param, grad)
 
+    def _step(self, xp, key, param, grad):
+        """Update one parameter in place: one kernel launch on the GPU, slices in parallel on the CPU."""
+        state = [self._state(slot, key, param) for slot in self.slots]
+        if kernels.active(xp):
+            kernels.update(self.kernel, grad, *self._scalars(), param, *state)
+        else:
+            _in_slices(xp, self._apply, param, grad, *state)
+
     def _scalar_gradient(self, key, param, grad):
         """A scalar gradient (a Python number, or any 0-d array of a scalar parameter) as a 0-d array:
         on the host for a scalar parameter, else on the parameter's device in its dtype."""
@@ -117,7 +131,11 @@ class Optimizer:
     def _begin(self):
         """Per-update work shared by all parameters (Adam's lr_t)."""
 
-    def _step(self, xp, key, param, grad):
+    def _scalars(self):
+        """The hyperparameters the GPU kernel takes after the gradient, as Python floats."""
+        return (float(self.lr),)
+
+    def _apply(self, xp, param, grad, *state):
         raise NotImplementedError
 
     def _state(self, slot, key, param):
@@ -224,12 +242,12 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent: W ← W − η ∂L/∂W."""
 
+    kernel = "sgd"
+
     def __init__(self, lr=0.01):
         super().__init__(lr=lr)
 
-    def _step(self, xp, key, param, grad):
-        if kernels.active(xp):
-            return kernels.update("sgd", grad, float(self.lr), param)
+    def _apply(self, xp, param, grad):
         param -= float(self.lr) * grad
 
 
@@ -239,13 +257,15 @@ class Momentum(Optimizer):
     hyperparameters = ("lr", "momentum")
     slots = ("v",)
 
+    kernel = "momentum"
+
     def __init__(self, lr=0.01, momentum=0.9):
         super().__init__(lr=lr, momentum=momentum)
 
-    def _step(self, xp, key, param, grad):
-        v = self._state("v", key, param)
-        if kernels.active(xp):
-            return kernels.update("momentum", grad, float(self.lr), float(self.momentum), param, v)
+    def _scalars(self):
+        return float(self.lr), float(self.momentum)
+
+    def _apply(self, xp, param, grad, v):
         v *= float(self.momentum)
         v -= float(self.lr) * grad
         param += v
@@ -270,14 +290,16 @@ class Nesterov(Optimizer):
     hyperparameters = ("lr", "momentum")
     slots = ("v",)
 
+    kernel = "nesterov"
+
     def __init__(self, lr=0.01, momentum=0.9):
         super().__init__(lr=lr, momentum=momentum)
 
-    def _step(self, xp, key, param, grad):
+    def _scalars(self):
+        return float(self.lr), float(self.momentum)
+
+    def _apply(self, xp, param, grad, v):
         lr, mu = float(self.lr), float(self.momentum)
-        v = self._state("v", key, param)
-        if kernels.active(xp):
-            return kernels.update("nesterov", grad, lr, mu, param, v)
         v *= mu
         v -= lr * grad
         param += mu * mu * v
@@ -289,13 +311,15 @@ class AdaGrad(Optimizer):
 
     slots = ("h",)
 
+    kernel = "adagrad"
+
     def __init__(self, lr=0.01):
         super().__init__(lr=lr)
 
-    def _step(self, xp, key, param, grad):
-        h = self._state("h", key, param)
-        if kernels.active(xp):
-            return kernels.update("adagrad", grad, float(self.lr), EPS, param, h)
+    def _scalars(self):
+        return float(self.lr), EPS
+
+    def _apply(self, xp, param, grad, h):
         h += grad * grad
         param -= float(self.lr) * grad / (xp.sqrt(h) + EPS)
 
@@ -305,15 +329,16 @@ class RMSprop(Optimizer):
 
     hyperparameters = ("lr", "decay_rate")
     slots = ("h",)
+    kernel = "rmsprop"
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         super().__init__(lr=lr, decay_rate=decay_rate)
 
-    def _step(self, xp, key, param, grad):
+    def _scalars(self):
+        return float(self.lr), float(self.decay_rate), EPS
+
+    def _apply(self, xp, param, grad, h):
         rho = float(self.decay_rate)
-        h = self._state("h", key, param)
-        if kernels.active(xp):
-            return kernels.update("rmsprop", grad, float(self.lr), rho, EPS, param, h)
         h *= rho
         h += (1.0 - rho) * grad * grad
         param -= float(self.lr) * grad / (xp.sqrt(h) + EPS)
@@ -337,6 +362,7 @@ class Adam(Optimizer):
 
     hyperparameters = ("lr", "beta1", "beta2")
     slots = ("m", "v")
+    kernel = "adam"
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         super().__init__(lr=lr, beta1=beta1, beta2=beta2)
@@ -350,11 +376,11 @@ class Adam(Optimizer):
         t, b1, b2 = self.iter, float(self.beta1), float(self.beta2)
         self.lr_t = float(self.lr) * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
 
-    def _step(self, xp, key, param, grad):
+    def _scalars(self):
+        return self.lr_t, float(self.beta1), float(self.beta2), EPS, self._decay()
+
+    def _apply(self, xp, param, grad, m, v):
         b1, b2 = float(self.beta1), float(self.beta2)
-        m, v = self._state("m", key, param), self._state("v", key, param)
-        if kernels.active(xp):
-            return kernels.update("adam", grad, self.lr_t, b1, b2, EPS, self._decay(), param, m, v)
         m += (1.0 - b1) * (grad - m)
         v += (1.0 - b2) * (grad * grad - v)
         param -= self.lr_t * m / (xp.sqrt(v) + EPS)
@@ -384,10 +410,27 @@ class AdamW(Adam):
     def _decay(self):
         return 1.0 - float(self.lr) * float(self.weight_decay)
 
-    def _step(self, xp, key, param, grad):
-        if not kernels.active(xp):  # the fused kernel decays and steps in one launch
-            param *= self._decay()
-        super()._step(xp, key, param, grad)
+    def _apply(self, xp, param, grad, m, v):
+        param *= self._decay()  # the GPU kernel decays and steps in one launch
+        super()._apply(xp, param, grad, m, v)
+
+
+SLICE_BYTES = 2**18  # of one parameter: with its gradient and state, a slice stays in a core's cache
+
+
+def _in_slices(xp, apply, param, grad, *state):
+    """``apply(xp, param, grad, *state)``; on the CPU over slices of a large parameter, in parallel.
+
+    Every update is elementwise, so slices of the flattened arrays give the
+    very same result as the whole arrays, whatever the thread count.
+    """
+    arrays = (param, *state)
+    if xp.__name__ != "numpy" or not all(a.flags.c_contiguous for a in arrays):
+        return apply(xp, param, grad, *state)
+    flat = [a.reshape(-1) for a in arrays]
+    flat_grad = grad.reshape(-1)
+    slices = batch_parts(xp, param.size, param.itemsize * (len(arrays) + 1), SLICE_BYTES)
+    map_parts(xp, lambda s: apply(xp, flat[0][s], flat_grad[s], *(a[s] for a in flat[1:])), slices)
 
 
 def _is_scalar(value):

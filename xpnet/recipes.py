@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from . import datasets
+from .nets import DeepConvNet, MultiLayerNet, SimpleConvNet
+
 DATASETS = ("digits", "mnist", "fashion-mnist", "mnist-t10k")
 DEFAULT_EPOCHS = {"digits": 40, "mnist": 10, "fashion-mnist": 10, "mnist-t10k": 20}
 MODELS = ("simple_convnet", "deep_convnet", "mlp")
@@ -15,8 +18,6 @@ def load_dataset(name, flatten=False, data_dir=None):
     images split 8,000 / 2,000, read from ``data_dir`` (e.g. a folder holding
     t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz).
     """
-    from . import datasets
-
     if name == "digits":
         return datasets.load_digits(flatten=flatten)
     if name == "mnist":
@@ -37,8 +38,6 @@ def build_network(name, input_dim, output_size=10, **kwargs):
     small data sets). deep_convnet: the book's. mlp: MultiLayerNet with two
     hidden layers of 100.
     """
-    from .nets import DeepConvNet, MultiLayerNet, SimpleConvNet
-
     channels, height, width = input_dim
     if name == "simple_convnet":
         small = min(height, width) < 16

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 
+from . import fastpaths, hostmem, threads
 from .backend import get_array_module, host_rng, to_numpy
 
 __all__ = ["conv_output_size", "im2col", "col2im", "smooth_curve", "shuffle_dataset"]  # the book's; the channels-last helpers below are internal
@@ -229,7 +230,7 @@ def scratch(xp, shape, dtype, slot=0):
     not kept. On the GPU, CuPy's memory pool already reuses memory, so this
     is ``xp.empty``.
     """
-    if xp.__name__ != "numpy":
+    if xp.__name__ != "numpy" or not fastpaths.enabled("scratch_buffers"):
         return xp.empty(shape, dtype=dtype)
     dtype = xp.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
@@ -260,3 +261,72 @@ def add_windows_channels_last(img, cols, stride):
     for k, pixels in enumerate(window_offsets(img, filter_h, filter_w, stride, out_h, out_w)):
         pixels += cols[:, :, :, k // filter_w, k % filter_w, :]
     return img
+
+
+# --- slices of a batch, run on every core ------------------------------------------------------------
+
+
+SERIAL_BYTES = 2**16
+PART_BYTES = 2**20  # a slice of elementwise work: its operands stay in a core's cache between operations
+
+
+def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=None):
+    """Slices of a batch of ``n`` examples for work that needs ``bytes_per_example`` of temporaries each.
+
+    On the CPU, each slice needs at most ``part_bytes`` (default
+    ``PART_BYTES``, so that its
+    temporaries stay in cache), and the slices come in a multiple of the
+    thread count (at least one per thread, as even as the batch allows),
+    except that work of at most ``SERIAL_BYTES`` in all is one slice: waking
+    threads would cost more than it saves. The slicing depends on the shapes
+    and the thread count only, never on timing, so a sum over slices adds in
+    the same order every time. On a GPU the batch is one slice, or slices
+    of at most ``device_part_bytes`` where given (to bound the memory).
+    """
+    total = n * max(int(bytes_per_example), 1)
+    if xp.__name__ != "numpy":
+        return threads.split(n, -(-total // device_part_bytes) if device_part_bytes else 1)
+    if total <= SERIAL_BYTES:
+        return [slice(0, n)]
+    count = threads.get_num_threads()
+    return threads.split(n, count * -(-total // ((part_bytes or PART_BYTES) * count)))
+
+
+def map_parts(xp, fn, parts):
+    """``[fn(part) for part in parts]``; on the CPU by xpnet's threads (:func:`xpnet.threads.parallel_map`).
+
+    ``fn`` writes only its own slice of any output and returns what the
+    caller combines, in order.
+    """
+    if xp.__name__ == "numpy":
+        hostmem.keep_freed_memory()
+        return threads.parallel_map(fn, parts)
+    return [fn(part) for part in parts]
+
+
+def sum_in_order(values):
+    """The sum of partial results in their order (a fixed order keeps a run at a fixed thread count exact)."""
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
+def elementwise(fn, out, *arrays):
+    """``fn(out[part], *(a[part] for a in arrays))`` over slices of the first axis; returns ``out``.
+
+    For elementwise layers: on the CPU the slices run in parallel, each
+    small enough for its operands to stay in cache from one operation to
+    the next. ``out`` and ``arrays`` share their first axis (the batch).
+    """
+    xp = get_array_module(out)
+    if out.ndim == 0 or xp.__name__ != "numpy":
+        fn(out, *arrays)
+        return out
+    per_example = sum(a[:1].nbytes for a in (out, *arrays))
+
+    def part(p):
+        fn(out[p], *(a[p] for a in arrays))
+
+    map_parts(xp, part, batch_parts(xp, out.shape[0], per_example))
+    return out

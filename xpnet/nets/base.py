@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from .. import backend
-from ..backend import get_array_module, to_device, to_numpy
+import numpy as np
+
+from .. import backend, checkpoint, fastpaths
+from ..backend import get_array_module, is_cupy_array, to_device, to_numpy
 from ..gradient import numerical_gradient
 from ..labels import class_indices
-from ..layers import BatchNormalization, Dropout, SoftmaxWithLoss
+from ..layers import BatchNormalization, Convolution, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
 _BUFFERS = BatchNormalization.buffers
+
+
+def _as_array(a):
+    """Arrays as they are; lists and other array-likes through numpy.asarray, on the host."""
+    return a if isinstance(a, np.ndarray) or is_cupy_array(a) else np.asarray(a)
+
+
+def check_size(owner, name, value, minimum=1):
+    """A size given to a network's constructor: an integer >= ``minimum`` (1, or 0 for a pad), else one clear line."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{owner}: {name} must be {wanted}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{owner}: {name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
+def check_input_dim(owner, input_dim):
+    """(C, H, W) of one example, each a positive integer."""
+    input_dim = tuple(input_dim)
+    if len(input_dim) != 3:
+        raise ValueError(f"{owner}: input_dim must be (C, H, W), got {input_dim}")
+    return tuple(check_size(owner, f"input_dim[{i}]", size) for i, size in enumerate(input_dim))
+
+
+def check_conv_param(owner, name, conv_param):
+    """A convolution's filter_num, filter_size and stride (>= 1) and pad (>= 0), named in the error."""
+    for key, minimum in (("filter_num", 1), ("filter_size", 1), ("stride", 1), ("pad", 0)):
+        check_size(owner, f"{name}[{key!r}]", conv_param[key], minimum)
 
 
 class Network:
@@ -18,7 +49,11 @@ class Network:
     Subclasses fill ``self.params`` (name -> array) and ``self.layers`` (name
     -> layer, in order) and register which layer attribute holds each
     parameter with :meth:`_bind`. Inputs may be NumPy arrays whatever the
-    device: each call moves them to the parameters' device once.
+    device: each call moves them to the parameters' device once. Lists (or
+    other array-likes) are converted with ``numpy.asarray``; an input that
+    is not numbers, or an empty batch, is a ValueError in one line. The
+    constructors check their sizes the same way (positive integers; a pad
+    >= 0), before any weight is drawn.
     """
 
     def __init__(self, weight_decay_lambda=0.0):
@@ -61,6 +96,18 @@ class Network:
         device = self.device
         return [to_device(a, device) for a in arrays]
 
+    def _check_batch(self, call, x):
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"{type(self).__name__}.{call}: x must hold numbers, got dtype {x.dtype}")
+        if x.ndim and x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}.{call}: the batch is empty (x has shape {tuple(x.shape)})")
+
+    def _batch(self, call, x, *labels):
+        """``x`` (and labels) as arrays on the network's device; lists are converted, an empty batch refused."""
+        x, *labels = map(_as_array, (x, *labels))
+        self._check_batch(call, x)
+        return self._on_device(x, *labels)
+
     # --- the book's protocol ------------------------------------------------------
 
     # The public methods call _scores and _loss, never each other, so that a subclass may change what
@@ -68,6 +115,7 @@ class Network:
 
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax, on the network's device."""
+        (x,) = self._batch("predict", x)
         return self._scores(x, train_flg)
 
     def _scores(self, x, train_flg):
@@ -83,6 +131,7 @@ class Network:
         uses the training mode. The book's DeepConvNet always evaluated its
         loss with dropout active.
         """
+        x, t = self._batch("loss", x, t)
         return self._loss(x, t, train_flg)
 
     def _loss(self, x, t, train_flg):
@@ -100,9 +149,10 @@ class Network:
         read on the host once: labels of another length than ``x``, or outside
         0..K-1, are a ValueError that names the numbers.
         """
+        batch_size = check_size(f"{type(self).__name__}.accuracy", "batch_size", batch_size)
+        x, t = _as_array(x), _as_array(t)
+        self._check_batch("accuracy", x)
         n = x.shape[0]
-        if n == 0:
-            raise ValueError("accuracy: no examples")
         correct = 0
         labels = None
         for start in range(0, n, batch_size):
@@ -117,10 +167,17 @@ class Network:
 
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
+        x, t = self._batch("gradient", x, t)
         self._loss(x, t, True)
         dout = self.last_layer.backward(1)
-        for layer in reversed(list(self.layers.values())):
+        *later, first = reversed(list(self.layers.values()))
+        for layer in later:
             dout = layer.backward(dout)
+        if isinstance(first, Convolution) and fastpaths.enabled("first_layer_without_input_gradient"):
+            # Its input is the data: there is no gradient to pass on, so it skips dx.
+            first.backward(dout, input_gradient=False)
+        else:
+            first.backward(dout)
         grads = {}
         for name, (layer, attribute) in self._slots.items():
             grads[name] = getattr(layer, "d" + attribute)
@@ -150,12 +207,11 @@ class Network:
         return state
 
     def load_state(self, state, where="state"):
-        """Copy ``state`` (host or device arrays) into the network in place, checking names and shapes.
+        """Copy ``state`` (host or device arrays) into the network in place, checking names, shapes and kinds.
 
         Everything is checked before anything is copied, so a wrong file leaves the network as it was.
+        Floating-point values are cast to the network's dtype; any other kind is refused.
         """
-        from ..checkpoint import restore_params
-
         params = {k: v for k, v in state.items() if "." not in k}
         buffers = {k: v for k, v in state.items() if "." in k}
         for key, value in buffers.items():
@@ -166,11 +222,14 @@ class Network:
             expected = tuple(layer.gamma.shape)  # a running statistic has one value per feature or channel
             if tuple(value.shape) != expected:
                 raise ValueError(f"{where}: {key} has shape {tuple(value.shape)} but the network's is {expected}")
+            if value.dtype.kind != "f":
+                raise ValueError(f"{where}: {key} is {value.dtype}, expected {layer.gamma.dtype} like the network's "
+                                 f"statistics")
         saved = {key.split(".", 1)[0] for key in buffers}
         missing = [f"{lname}.{b}" for lname in saved for b in _BUFFERS if f"{lname}.{b}" not in buffers]
         if missing:
             raise ValueError(f"{where}: missing entries {missing}")
-        restore_params(self.params, params, where=where)
+        checkpoint.restore_params(self.params, params, where=where)
         xp = get_array_module(*self.params.values())
         dtype = self.params[next(iter(self.params))].dtype
         for key, value in buffers.items():
@@ -179,9 +238,7 @@ class Network:
 
     def save_params(self, file_name="params.npz"):
         """Write parameters (and batch-norm statistics) to an .npz file, atomically, without pickle."""
-        from ..checkpoint import save_params
-
-        save_params(file_name, self.state())
+        checkpoint.save_params(file_name, self.state())
 
     def load_params(self, file_name="params.npz"):
         """Load what :meth:`save_params` wrote, on whatever device this network is.
@@ -191,10 +248,8 @@ class Network:
         containers only, nothing called) and converted by
         :meth:`convert_book_params`.
         """
-        from ..checkpoint import is_pickle, load_params
-
-        params = load_params(file_name)
-        if is_pickle(file_name):
+        params = checkpoint.load_params(file_name)
+        if checkpoint.is_pickle(file_name):
             params = self.convert_book_params(params)
         self.load_state(params, where=str(file_name))
 

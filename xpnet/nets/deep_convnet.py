@@ -6,7 +6,7 @@ from ..backend import DEFAULT_DTYPE, get_device
 from ..initializers import normal, weight_scale, zeros
 from ..layers import Affine, Convolution, Dropout, Pooling, Relu
 from ..util import conv_output_size
-from .base import Network
+from .base import Network, check_conv_param, check_input_dim, check_size
 
 _DEFAULT_CONV_PARAMS = (
     {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
@@ -37,7 +37,11 @@ class DeepConvNet(Network):
         super().__init__()
         given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
         conv_params = [{**default, **(p or {})} for default, p in zip(_DEFAULT_CONV_PARAMS, given)]
-        self.input_dim = tuple(input_dim)
+        for i, cp in enumerate(conv_params, start=1):
+            check_conv_param("DeepConvNet", f"conv_param_{i}", cp)
+        hidden_size = check_size("DeepConvNet", "hidden_size", hidden_size)
+        output_size = check_size("DeepConvNet", "output_size", output_size)
+        self.input_dim = input_dim = check_input_dim("DeepConvNet", input_dim)
         device = get_device()
         channels, h, w = input_dim
         p = self.params

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..backend import DEFAULT_DTYPE, get_device
 from ..initializers import normal, ones, weight_scale, zeros
 from ..layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid
-from .base import Network
+from .base import Network, check_size
 
 _ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 
@@ -35,13 +35,15 @@ class MultiLayerNetExtend(Network):
         super().__init__(weight_decay_lambda)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        self.input_size, self.output_size = input_size, output_size
-        self.hidden_size_list = list(hidden_size_list)
+        owner = type(self).__name__
+        self.input_size = check_size(owner, "input_size", input_size)
+        self.output_size = check_size(owner, "output_size", output_size)
+        self.hidden_size_list = [check_size(owner, f"hidden_size_list[{i}]", n) for i, n in enumerate(hidden_size_list)]
         self.hidden_layer_num = len(self.hidden_size_list)
         self.use_dropout, self.use_batchnorm = use_dropout, use_batchnorm
         ratio = dropout_ration if dropout_ratio is None else dropout_ratio
         device = get_device()
-        sizes = [input_size] + self.hidden_size_list + [output_size]
+        sizes = [self.input_size] + self.hidden_size_list + [self.output_size]
         for i in range(1, len(sizes)):
             std = weight_scale(weight_init_std, sizes[i - 1])
             self.params[f"W{i}"] = normal((sizes[i - 1], sizes[i]), std, dtype, device)

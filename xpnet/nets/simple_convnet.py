@@ -6,7 +6,7 @@ from ..backend import DEFAULT_DTYPE, get_device
 from ..initializers import normal, weight_scale, zeros
 from ..layers import Affine, Convolution, Pooling, Relu
 from ..util import conv_output_size
-from .base import Network
+from .base import Network, check_conv_param, check_input_dim, check_size
 
 
 class SimpleConvNet(Network):
@@ -33,9 +33,12 @@ class SimpleConvNet(Network):
                  weight_init_std=0.01, dtype=DEFAULT_DTYPE, pool=True):
         super().__init__()
         conv_param = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1, **(conv_param or {})}
+        check_conv_param("SimpleConvNet", "conv_param", conv_param)
+        hidden_size = check_size("SimpleConvNet", "hidden_size", hidden_size)
+        output_size = check_size("SimpleConvNet", "output_size", output_size)
         filter_num, filter_size = conv_param["filter_num"], conv_param["filter_size"]
         pad, stride = conv_param["pad"], conv_param["stride"]
-        channels, height, width = input_dim
+        channels, height, width = input_dim = check_input_dim("SimpleConvNet", input_dim)
         conv_h = conv_output_size(height, filter_size, stride, pad)
         conv_w = conv_output_size(width, filter_size, stride, pad)
         if pool:

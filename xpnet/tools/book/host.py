@@ -14,6 +14,8 @@ the Trainer here trains with the device gradients, without copies.
 
 from __future__ import annotations
 
+import sys
+
 from xpnet import nets, optimizer, trainer
 from xpnet.backend import device_of, to_device, to_numpy
 
@@ -116,7 +118,8 @@ class Trainer(trainer.Trainer):
         if optimizer_param is _BOOK_OPTIMIZER_PARAM:  # the book's default, not given: none for an optimizer object
             optimizer_param = dict(optimizer_param) if isinstance(optimizer, str) else None
         super().__init__(network, x_train, t_train, x_test, t_test, epochs, mini_batch_size, optimizer,
-                         optimizer_param, evaluate_sample_num_per_epoch, verbose)
+                         optimizer_param, evaluate_sample_num_per_epoch, verbose,
+                         progress=verbose and sys.stderr.isatty())  # the bar on a terminal, as xpnet train
 
     def train_step(self, x_batch, t_batch):
         """One step of :meth:`xpnet.trainer.Trainer.train_step`, with the gradients left on the device."""

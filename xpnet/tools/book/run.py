@@ -30,14 +30,18 @@ import sys
 import traceback
 from pathlib import Path
 
+from xpnet import backend
+
+from ..args import device
 from . import SHIM
 
 FIGURES_BACKEND = "module://xpnet.tools.book.figures"
 
 
 def add_arguments(parser):
-    parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default=None,
-                        help="where common's networks compute: cpu, gpu or auto (default: $XPNET_DEVICE, else cpu)")
+    parser.add_argument("--device", type=device, default=None, metavar="|".join(backend.VALID_DEVICES),
+                        help="where common's networks compute: cpu, gpu (gpu:N for device N) or auto "
+                             "(default: $XPNET_DEVICE, else cpu)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="write the figures of plt.show() to DIR/<script>-figure<N>.png, display or not "
                              "(default: files in the working directory when there is no display)")

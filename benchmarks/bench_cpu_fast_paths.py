@@ -1,0 +1,23 @@
+"""Smoke test of ``cpu_fast_paths.py``: it times a fast path on and off in processes of their own."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent / "cpu_fast_paths.py"
+
+
+def test_the_fast_path_benchmark_times_each_fast_path_on_and_off(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "1", "--steps", "1", "--batch", "2", "--threads", "1",
+                           "--fast-paths", "first_layer_without_input_gradient", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (json_file,) = tmp_path.glob("cpu-fast-paths-*core-*.json")
+    result = json.loads(json_file.read_text())
+    assert {(r["state"], r["fast_path"]) for r in result["records"]} == {
+        ("on", "first_layer_without_input_gradient"), ("off", "first_layer_without_input_gradient")}
+    assert [r["case"] for r in result["rows"]] == ["SimpleConvNet train", "DeepConvNet train"]
+    assert all(r["gain"] == r["off_ms"] / r["on_ms"] and r["cpu_gain"] == r["off_cpu_ms"] / r["on_cpu_ms"]
+               for r in result["rows"])
+    assert "| first_layer_without_input_gradient | SimpleConvNet train | 1 |" in json_file.with_suffix(".md").read_text()

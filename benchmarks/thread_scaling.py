@@ -1,0 +1,161 @@
+"""xpnet and PyTorch at 1, 2, ... and all cores: training steps and inference, side by side, with a plot.
+
+    python benchmarks/thread_scaling.py [--threads 1 2 ...] [--rounds 5] [--steps 15] [--out DIR]
+
+The measuring processes are those of ``cpu_vs_pytorch.py``: each library
+in a process of its own, the two alternating round by round, at every
+thread count in turn. Writes ``thread-scaling-<cores>core-<date>.json``,
+``.md`` (the times, ratios and speedups, and the issue's targets: at all
+cores and at 1 thread xpnet within 1.3x and 1.2x of PyTorch's time,
+xpnet's speedup from 1 thread to all cores at least 90% of PyTorch's, the
+peak memory of a DeepConvNet step within 1.5x) and ``.png`` (time and
+speedup against threads, one column per case; needs matplotlib).
+
+The default thread counts are every count up to 8, then powers of two,
+and always all the cores this process may use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cpu_vs_pytorch as cvp  # noqa: E402
+
+
+def default_counts(cores):
+    counts = {n for n in range(1, min(cores, 8) + 1)} | {2**k for k in range(3, cores.bit_length()) if 2**k <= cores}
+    return sorted(counts | {cores})
+
+
+def summarize(records, counts):
+    """Per thread count and case: both libraries' times, the ratio, and each library's speedup over 1 thread."""
+    table = {}
+    base = {lib: cvp.medians(records, lib, counts[0]) for lib in cvp.LIBRARIES}
+    for n in counts:
+        ms = {lib: cvp.medians(records, lib, n) for lib in cvp.LIBRARIES}
+        cpu = {lib: cvp.medians(records, lib, n, "cpu_ms") for lib in cvp.LIBRARIES}
+        table[n] = {case: {"xpnet_ms": ms["xpnet"][case], "torch_ms": ms["torch"][case],
+                           "ratio": ms["xpnet"][case] / ms["torch"][case],
+                           "xpnet_speedup": base["xpnet"][case] / ms["xpnet"][case],
+                           "torch_speedup": base["torch"][case] / ms["torch"][case],
+                           "xpnet_cpu_ms": cpu["xpnet"][case], "torch_cpu_ms": cpu["torch"][case]}
+                    for case in ms["xpnet"]}
+    return table
+
+
+def targets(table, counts, memory):
+    """The issue's targets, each with its measured value and whether it is met."""
+    rows = []
+    first, last = counts[0], counts[-1]
+    for case in cvp.CASES:
+        if first == 1:
+            r = table[1][case]["ratio"]
+            rows.append((f"{case}, 1 thread: xpnet ÷ PyTorch", r, f"≤ {cvp.TIME_TARGETS['1 thread']}",
+                         r <= cvp.TIME_TARGETS["1 thread"]))
+        if last > first:
+            r = table[last][case]["ratio"]
+            rows.append((f"{case}, {last} threads: xpnet ÷ PyTorch", r, f"≤ {cvp.TIME_TARGETS['all cores']}",
+                         r <= cvp.TIME_TARGETS["all cores"]))
+            s = table[last][case]
+            rows.append((f"{case}, speedup {first} → {last} threads: xpnet {s['xpnet_speedup']:.2f}x, PyTorch "
+                         f"{s['torch_speedup']:.2f}x; xpnet's ÷ PyTorch's", s["xpnet_speedup"] / s["torch_speedup"],
+                         f"≥ {cvp.SPEEDUP_TARGET}", s["xpnet_speedup"] / s["torch_speedup"] >= cvp.SPEEDUP_TARGET))
+    if memory:
+        rows.append((f"DeepConvNet step at batch {memory['batch']}, {memory['threads']} threads: peak memory "
+                     f"{memory['xpnet_mib']:.0f} MiB ÷ {memory['torch_mib']:.0f} MiB", memory["ratio"],
+                     f"≤ {cvp.MEMORY_TARGET}", memory["ratio"] <= cvp.MEMORY_TARGET))
+    return rows
+
+
+def report(result):
+    m, table = result["machine"], result["table"]
+    lines = [f"CPU: {m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['blas']}), PyTorch {m['torch']}; "
+             f"float32, batch {result['batch']}; commit {m.get('commit') or 'unknown'}; {m['date']} {m['time']}; "
+             f"{result['rounds']} rounds of alternating processes, {cvp.load_range(result['records'])}", ""]
+    for case in cvp.CASES:
+        lines += [f"### {case}", "", "| threads | xpnet ms | PyTorch ms | ratio | xpnet speedup | PyTorch speedup "
+                                     "| xpnet CPU ms | PyTorch CPU ms |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for n, cases in table.items():
+            r = cases[case]
+            lines.append(f"| {n} | {r['xpnet_ms']:.1f} | {r['torch_ms']:.1f} | {r['ratio']:.2f} | "
+                         f"{r['xpnet_speedup']:.2f} | {r['torch_speedup']:.2f} | {r['xpnet_cpu_ms']:.1f} | "
+                         f"{r['torch_cpu_ms']:.1f} |")
+        lines.append("")
+    lines += ["### Targets", "", "| target | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
+    for what, value, wanted, met in result["targets"]:
+        lines.append(f"| {what} | {value:.2f} | {wanted} | {'yes' if met else 'no'} |")
+    lines += ["", cvp.CPU_TIME_NOTE]
+    return "\n".join(lines)
+
+
+def plot(result, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    table = result["table"]
+    counts = list(table)
+    fig, axes = plt.subplots(2, len(cvp.CASES), figsize=(4 * len(cvp.CASES), 7), squeeze=False)
+    for col, case in enumerate(cvp.CASES):
+        top, bottom = axes[0][col], axes[1][col]
+        for lib, style in (("xpnet", "o-"), ("torch", "s--")):
+            label = "PyTorch" if lib == "torch" else lib
+            top.plot(counts, [table[n][case][f"{lib}_ms"] for n in counts], style, label=label)
+            bottom.plot(counts, [table[n][case][f"{lib}_speedup"] for n in counts], style, label=label)
+        bottom.plot(counts, [n / counts[0] for n in counts], ":", color="gray", label="linear")
+        top.set_title(case)
+        top.set_ylabel("ms (median)")
+        top.set_ylim(bottom=0)
+        bottom.set_ylabel(f"speedup over {counts[0]} thread{'s' if counts[0] > 1 else ''}")
+        bottom.set_xlabel("threads")
+        for ax in (top, bottom):
+            ax.set_xticks(counts)
+            ax.grid(alpha=0.3)
+            ax.legend()
+    m = result["machine"]
+    fig.suptitle(f"{m['cpu']}, {m['cores']} cores, batch {result['batch']}, commit {m.get('commit')}, "
+                 f"{cvp.load_range(result['records'])}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", help="thread counts (default: 1..8, powers of two, all)")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--memory-batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5, help="processes per library and thread count, alternating")
+    parser.add_argument("--steps", type=int, default=15, help="timed calls of each case in each process")
+    parser.add_argument("--out", type=Path, default=None, help="folder for thread-scaling-<cores>core-<date>.*")
+    cvp.add_source_options(parser)
+    args = parser.parse_args(argv)
+    cvp.use_source(args)
+    facts = cvp.machine()
+    counts = sorted(set(args.threads or default_counts(facts["cores"])))
+    records = cvp.measure(counts, args.rounds, args.batch, args.steps)
+    memory = cvp.memory(counts[-1], args.memory_batch)
+    table = summarize(records, counts)
+    result = {"machine": facts, "batch": args.batch, "rounds": args.rounds, "steps": args.steps, "counts": counts,
+              "table": table, "memory": memory, "targets": targets(table, counts, memory), "records": records}
+    text = report(result)
+    print(text)
+    if args.out:
+        stem = f"thread-scaling-{facts['cores']}core-{facts['date']}" + (f"-{args.label}" if args.label else "")
+        cvp.save(args.out, stem, result, text)
+        if plot(result, args.out / f"{stem}.png"):
+            print(f"plot: {args.out / f'{stem}.png'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

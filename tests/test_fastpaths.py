@@ -1,0 +1,88 @@
+"""The CPU fast paths: each one switched off gives the results of the generic code it replaces."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpnet
+import xpnet.nets
+from xpnet import fastpaths
+from xpnet.layers import Convolution
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def conv_results(rng, filters, channels):
+    W = rng.standard_normal((filters, channels, 3, 3)).astype(np.float32)
+    conv = Convolution(W, rng.standard_normal(filters).astype(np.float32), pad=1)
+    x = rng.standard_normal((6, channels, 9, 7)).astype(np.float32)
+    out = conv.forward(x)
+    dx = conv.backward(np.sin(np.arange(out.size, dtype=np.float32)).reshape(out.shape))
+    return [np.array(a) for a in (out, dx, conv.dW, conv.db)]
+
+
+@pytest.mark.parametrize("name", ["input_gradient_by_gather", "scratch_buffers"])
+def test_a_convolution_without_the_fast_path_gives_the_same_results(name):
+    fast = conv_results(np.random.default_rng(0), 4, 3)  # 4 <= 2 * 3 filters: dx by gather
+    with fastpaths.disabled(name):
+        assert not fastpaths.enabled(name)
+        generic = conv_results(np.random.default_rng(0), 4, 3)
+    assert fastpaths.enabled(name)
+    for got, want in zip(fast, generic):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_network_gradients_do_not_depend_on_the_first_layer_skipping_dx():
+    rng = np.random.default_rng(1)
+    x, t = rng.random((8, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 8)
+    net = xpnet.nets.SimpleConvNet()
+    fast = net.gradient(x, t)
+    with fastpaths.disabled("first_layer_without_input_gradient"):
+        generic = net.gradient(x, t)
+    for key in fast:
+        np.testing.assert_array_equal(fast[key], generic[key])
+
+
+def test_unknown_names_are_refused_with_the_list_of_names():
+    with pytest.raises(ValueError, match="unknown fast paths.*input_gradient_by_gather"):
+        with fastpaths.disabled("im2col_by_magic"):
+            pass
+    env = {**os.environ, "XPNET_CPU_FAST_PATHS_OFF": "warp_drive", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", "import xpnet.fastpaths"], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "XPNET_CPU_FAST_PATHS_OFF: unknown fast paths ['warp_drive']" in done.stderr
+
+
+FAULTS = """
+import resource, numpy as np
+from xpnet import hostmem
+hostmem.keep_freed_memory()
+print(hostmem.state())
+def step():  # arrays of a few MiB alive together, then freed, as a training step's activations
+    alive = [np.ones(size * 2**20 // 4, np.float32) for size in (6, 7, 5, 6)]
+    del alive
+step()  # the first step: its pages are new either way
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and resource.ru_minflt: Linux")
+def test_keeping_freed_memory_stops_new_arrays_from_faulting_in_fresh_pages():
+    runs = {}
+    for off in ("", "keep_freed_memory"):
+        env = {**os.environ, "XPNET_CPU_FAST_PATHS_OFF": off, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True)
+        state, faults = done.stdout.splitlines()
+        runs[off] = (state, int(faults))
+    state, faults = runs[""]
+    if not state.startswith("on"):
+        pytest.skip(f"not glibc here: {state}")
+    assert runs["keep_freed_memory"][0].startswith("off")
+    assert runs["keep_freed_memory"][1] > 1000  # fresh pages every round
+    assert faults < runs["keep_freed_memory"][1] / 20
