@@ -324,6 +324,11 @@ def device_of(x) -> str:
     return f"gpu:{x.device.id}" if is_cupy_array(x) else "cpu"
 
 
+def params_device(params) -> str:
+    """Where a network's parameters (a dict of arrays, all on one device) are: :func:`device_of` its first."""
+    return device_of(next(iter(params.values())))
+
+
 def to_device(x, device=None):
     """Move an array (or a dict, list or tuple of arrays) to ``device``; a no-op when already there."""
     if isinstance(x, dict):

@@ -74,7 +74,7 @@ class Network:
     @property
     def device(self):
         """'cpu' or 'gpu:N': where the parameters are."""
-        return backend.device_of(next(iter(self.params.values())))
+        return backend.params_device(self.params)
 
     def to(self, device):
         """Move parameters and batch-norm statistics to ``device``; returns the network.

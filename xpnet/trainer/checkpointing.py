@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from ..backend import device_of, random_state, set_random_state
+from ..backend import params_device, random_state, set_random_state
 from ..checkpoint import CheckpointError, load_checkpoint, restore_params, save_checkpoint
 
 __all__ = ["EpochClock", "Resumed", "save_training", "load_training"]
@@ -86,18 +86,15 @@ def save_training(path, network, optimizer, *, epoch, step, seed, epoch_seconds,
     a resumed run draws the masks a straight run draws.
     """
     meta = {} if examples is None else {"examples": int(examples)}
+    masks = random_state(params_device(network.params))
     save_checkpoint(path, _state(network), optimizer=optimizer, epoch=epoch, step=step, seed=seed,
                     epoch_seconds=epoch_seconds, history=json.dumps(history), ranks=int(ranks),
-                    network=type(network).__name__, random_state=random_state(_device(network)), **meta)
+                    network=type(network).__name__, random_state=masks, **meta)
 
 
 def _state(network):
     """What a checkpoint keeps of ``network``: its state, or the parameters of a duck-typed one (the book's)."""
     return network.state() if hasattr(network, "state") else network.params
-
-
-def _device(network):
-    return device_of(next(iter(network.params.values())))
 
 
 def _restore(network, state, where):
@@ -133,7 +130,7 @@ def load_training(path, network, optimizer, *, train_size, batch_size, epochs=No
     if checkpoint.optimizer_state and checkpoint.optimizer_name and checkpoint.optimizer_name != type(optimizer).__name__:
         raise CheckpointError(path, f"the checkpoint holds the state of {checkpoint.optimizer_name}, but this run "
                                     f"uses {type(optimizer).__name__}; resume with the same optimizer")
-    device = _device(network)
+    device = params_device(network.params)
     before = ({k: v.copy() for k, v in _state(network).items()}, optimizer.state_dict(), random_state(device))
     try:
         _restore(network, checkpoint.params, str(path))

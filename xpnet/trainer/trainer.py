@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..backend import device_of, get_array_module, host_rng, synchronize, to_device
+from ..backend import get_array_module, params_device, host_rng, synchronize, to_device
 from ..optimizer import get_optimizer
 from .checks import check_batch_size, check_counts, check_data, check_labels
 from .checkpointing import EpochClock, load_training, save_training
@@ -258,10 +258,10 @@ class Trainer:
         self.epoch_steps = self.epoch_step + len(batches)
         self.progress.start_epoch(self.epoch_steps, f"epoch {epoch}/{self.epochs}", done=self.epoch_step)
         self.clock.start()
+        device = params_device(self.network.params)  # the network's, or a duck-typed one's (the book's)
         for index in batches:
             mine = self._mine(index)
             mine = xp.asarray(mine) if xp is not np else mine
-            device = device_of(next(iter(self.network.params.values())))
             with self._interrupt.step():  # Ctrl-C waits for the step and its bookkeeping
                 with np.errstate(all="ignore"):  # a diverging step overflows: the rule says so in one line
                     loss = self.train_step(to_device(self.x_train[mine], device),
