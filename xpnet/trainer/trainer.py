@@ -193,7 +193,12 @@ class Trainer:
             return loss
         grads = self.network.gradient(x_batch, t_batch)
         self.optimizer.update(self.network.params, grads)
-        loss = getattr(getattr(self.network, "last_layer", None), "loss", None)  # from the forward pass just run
+        return self._step_loss(x_batch, t_batch)
+
+    def _step_loss(self, x_batch, t_batch):
+        """The loss of the step just run: from its forward pass where the network keeps it (``last_layer.loss``),
+        else computed again (a duck-typed network), after the update."""
+        loss = getattr(getattr(self.network, "last_layer", None), "loss", None)
         return loss if loss is not None else self.network.loss(x_batch, t_batch)
 
     def _batches(self, epoch, start=0):

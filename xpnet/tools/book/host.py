@@ -125,5 +125,4 @@ class Trainer(trainer.Trainer):
         """One step of :meth:`xpnet.trainer.Trainer.train_step`, with the gradients left on the device."""
         gradient = getattr(self.network, "device_gradient", self.network.gradient)
         self.optimizer.update(self.network.params, gradient(x_batch, t_batch))
-        loss = getattr(getattr(self.network, "last_layer", None), "loss", None)
-        return loss if loss is not None else self.network.loss(x_batch, t_batch)
+        return self._step_loss(x_batch, t_batch)
