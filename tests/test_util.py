@@ -5,7 +5,7 @@ import pytest
 
 import xpnet
 from xpnet import to_device, to_numpy
-from xpnet.util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curve
+from xpnet.util import col2im, col2im_array, conv_output_size, im2col, im2col_array, shuffle_dataset, smooth_curve
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,71 @@ def test_col2im_rejects_a_col_of_the_wrong_shape(xp):
 def test_window_larger_than_padded_input_is_an_error(xp):
     with pytest.raises(ValueError, match="larger than the padded input"):
         im2col(xp.zeros((1, 1, 3, 3), dtype=xp.float32), 5, 5, pad=0)
+
+
+def windows_by_loops(img, fh, fw, stride, pad_h, pad_w):
+    """The columns of a channels-last image from the definition: row (n, oy, ox), column (fy, fx, c)."""
+    n, h, w, c = img.shape
+    padded = np.pad(img, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    oh, ow = conv_output_size(h, fh, stride, pad_h), conv_output_size(w, fw, stride, pad_w)
+    col = np.empty((n, oh, ow, fh, fw, c), dtype=img.dtype)
+    for oy in range(oh):
+        for ox in range(ow):
+            col[:, oy, ox] = padded[:, oy * stride:oy * stride + fh, ox * stride:ox * stride + fw, :]
+    return col.reshape(n * oh * ow, fh * fw * c)
+
+
+IM2COL_CASES = [((2, 5, 5, 3), 3, 3, 1, 1), ((3, 9, 8, 2), 3, 2, 2, 2), ((2, 7, 6, 4), 4, 3, 3, (1, 2)),
+                ((1, 28, 28, 1), 5, 5, 1, 0), ((2, 6, 6, 16), 3, 3, 1, (2, 0))]
+
+
+@pytest.mark.parametrize("shape, fh, fw, stride, pad", IM2COL_CASES)
+def test_im2col_array_rows_are_windows_with_columns_in_fy_fx_c_order(device, rng, shape, fh, fw, stride, pad):
+    host = rng.standard_normal(shape).astype(np.float32)
+    pad_h, pad_w = pad if isinstance(pad, tuple) else (pad, pad)
+    col = im2col_array(to_device(host, device), fh, fw, stride, pad)
+    assert col.dtype == np.float32
+    np.testing.assert_array_equal(to_numpy(col), windows_by_loops(host, fh, fw, stride, pad_h, pad_w))
+
+
+@pytest.mark.parametrize("shape, fh, fw, stride, pad", IM2COL_CASES)
+def test_im2col_array_and_col2im_array_are_adjoint(device, rng, shape, fh, fw, stride, pad):
+    x = to_device(rng.standard_normal(shape), device)
+    col = im2col_array(x, fh, fw, stride, pad)
+    c = to_device(rng.standard_normal(col.shape), device)
+    back = col2im_array(c, shape, fh, fw, stride, pad)
+    assert back.shape == shape
+    assert float((col * c).sum()) == pytest.approx(float((x * back).sum()), rel=1e-12)
+
+
+def test_im2col_array_and_col2im_array_write_into_a_given_array(xp, device, rng):
+    x = to_device(rng.standard_normal((2, 5, 5, 3)).astype(np.float32), device)
+    out = xp.full(2 * 5 * 5 * 9 * 3, 7.0, dtype=xp.float32)
+    col = im2col_array(x, 3, 3, 1, 1, out=out)
+    assert xpnet.backend.get_array_module(col).shares_memory(col, out)
+    np.testing.assert_array_equal(to_numpy(col), to_numpy(im2col_array(x, 3, 3, 1, 1)))
+    img = xp.full((2, 5, 5, 3), 7.0, dtype=xp.float32)
+    assert col2im_array(col, img.shape, 3, 3, 1, 1, out=img) is img
+    np.testing.assert_array_equal(to_numpy(img), to_numpy(col2im_array(col, (2, 5, 5, 3), 3, 3, 1, 1)))
+
+
+def test_im2col_array_reads_channels_last_views_of_any_memory_order(xp, device, rng):
+    base = to_device(rng.standard_normal((2, 3, 6, 5)).astype(np.float32), device)  # (N, C, H, W) memory
+    view = base.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(to_numpy(im2col_array(view, 3, 3, 1, 1)),
+                                  windows_by_loops(to_numpy(view), 3, 3, 1, 1, 1))
+
+
+def test_col2im_array_rejects_a_col_of_the_wrong_shape(xp):
+    with pytest.raises(ValueError, match=r"col has shape \(16, 8\).*needs \(16, 9\)"):
+        col2im_array(xp.zeros((16, 8), dtype=xp.float32), (1, 4, 4, 1), 3, 3, 1, 1)
+
+
+def test_the_books_im2col_is_im2col_array_with_the_books_column_order(device, rng):
+    host = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    ours = windows_by_loops(host.transpose(0, 2, 3, 1), 3, 2, 2, 1, 1)  # (fy, fx, c)
+    books = ours.reshape(-1, 3 * 2, 3).transpose(0, 2, 1).reshape(ours.shape[0], -1)  # (c, fy, fx)
+    np.testing.assert_array_equal(to_numpy(im2col(to_device(host, device), 3, 2, 2, 1)), books)
 
 
 @pytest.mark.parametrize("shape, fh, fw, stride", [((2, 6, 5, 3), 3, 2, 1), ((1, 7, 7, 2), 2, 2, 2), ((2, 9, 8, 4), 3, 3, 2)])

@@ -13,9 +13,11 @@ that imports it. The generic path stays the reference: the GPU tests run
 both on the same inputs, and ``with kernels.disabled():`` turns the fast
 paths off.
 
-Images are channels-last, (N, H, W, C), as in :mod:`xpnet.util`; columns
-are (N*OH*OW, C*FH*FW) in the book's (c, fy, fx) order, so that the
-filters ``W.reshape(FN, -1)`` multiply them without a copy.
+Images are channels-last, (N, H, W, C), and columns (N*OH*OW, FH*FW*C)
+in (fy, fx, c) order, the layout of :func:`xpnet.util.im2col_array`, which
+calls these kernels on a GPU and NumPy's strided copies on the CPU: one
+layout for both devices. Neighbouring threads then read neighbouring
+channels of one pixel.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 
 from . import backend
 
-__all__ = ["enabled", "disabled", "active", "im2col", "col2im", "column_sums", "pool_forward", "pool_backward",
+__all__ = ["enabled", "disabled", "active", "im2col", "col2im", "pool_forward", "pool_backward",
            "relu_forward", "softmax_cross_entropy", "softmax_cross_entropy_backward", "update"]
 
 _state = threading.local()
@@ -71,9 +73,9 @@ def _indexed_kernel(name, in_params, out_params, body, size):
 
 _IM2COL = """
     idx_t r = i;
+    const int c = r % C; r /= C;
     const int fx = r % FW; r /= FW;
     const int fy = r % FH; r /= FH;
-    const int c = r % C; r /= C;
     const int ox = r % OW; r /= OW;
     const int oy = r % OH;
     const idx_t n = r / OH;
@@ -108,38 +110,31 @@ def _gather_windows(body, out):
 """
 
 
-_COL2IM = _gather_windows("""            sum += col[((n * OH + oy) * OW + ox) * (C * FH * FW) + (c * FH + fy) * FW + fx];
+_COL2IM = _gather_windows("""            sum += col[((n * OH + oy) * OW + ox) * (C * FH * FW) + (fy * FW + fx) * C + c];
 """, "img")
 
 _SIZES = "int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 FH, int32 FW, int32 S, int32 P"
 
 
-def im2col(img, filter_h, filter_w, stride, pad, out_h, out_w):
-    """Columns (N*OH*OW, C*FH*FW) of a C-contiguous channels-last ``img`` (N, H, W, C), zero-padded on the fly."""
+def im2col(img, filter_h, filter_w, stride, pad, out_h, out_w, out=None):
+    """Columns (N*OH*OW, FH*FW*C), (fy, fx, c) order, of a C-contiguous channels-last ``img`` (N, H, W, C),
+    zero-padded on the fly; into ``out`` (C-contiguous, as many elements) where given."""
     cp = backend.xp_of_device("gpu")
     n, h, w, c = img.shape
-    col = cp.empty((n * out_h * out_w, c * filter_h * filter_w), dtype=img.dtype)
+    shape = (n * out_h * out_w, filter_h * filter_w * c)
+    col = cp.empty(shape, dtype=img.dtype) if out is None else out.reshape(shape)
     kernel = _indexed_kernel("im2col", "raw T img, " + _SIZES, "T col", _IM2COL, max(col.size, img.size))
     return kernel(img, h, w, c, out_h, out_w, filter_h, filter_w, stride, pad, col)
 
 
-def col2im(col, input_shape, filter_h, filter_w, stride, pad, out_h, out_w):
-    """The adjoint of :func:`im2col`: an image (N, H, W, C), each pixel the sum of its column entries."""
+def col2im(col, input_shape, filter_h, filter_w, stride, pad, out_h, out_w, out=None):
+    """The adjoint of :func:`im2col`: an image (N, H, W, C), each pixel the sum of its column entries;
+    into ``out`` (C-contiguous) where given."""
     cp = backend.xp_of_device("gpu")
     n, h, w, c = input_shape
-    img = cp.empty((n, h, w, c), dtype=col.dtype)
+    img = cp.empty((n, h, w, c), dtype=col.dtype) if out is None else out
     kernel = _indexed_kernel("col2im", "raw T col, " + _SIZES, "T img", _COL2IM, max(col.size, img.size))
     return kernel(cp.ascontiguousarray(col), h, w, c, out_h, out_w, filter_h, filter_w, stride, pad, img)
-
-
-def column_sums(a):
-    """``a.sum(axis=0)`` for a tall matrix (a bias gradient over N*OH*OW rows) as a product with ones.
-
-    CuPy's reduction over the long axis of a (200704, 16) array takes about
-    1 ms on an H100; the matrix-vector product takes about 0.06 ms.
-    """
-    cp = backend.xp_of_device("gpu")
-    return cp.ones(a.shape[0], dtype=a.dtype) @ a
 
 
 # --- pooling --------------------------------------------------------------------------------

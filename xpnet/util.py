@@ -1,8 +1,19 @@
 """im2col, col2im and the output-size rule shared by Convolution and Pooling, and the book's two helpers
 for its chapter 6 scripts: ``smooth_curve`` and ``shuffle_dataset``.
 
-The column layout is the book's: one row per output pixel, ordered
-(n, oy, ox), and one column per window element, ordered (c, fy, fx).
+xpnet has one im2col, :func:`im2col_array`, and its adjoint,
+:func:`col2im_array`, which Convolution calls on both devices (the device
+branch is inside: xpnet's CUDA kernels on a GPU, strided NumPy copies on
+the CPU). Their images are channels-last, (N, H, W, C), and their columns
+have one row per output pixel, ordered (n, oy, ox), and one column per
+window element, ordered (fy, fx, c): a window is FH*FW runs of C
+contiguous values, which one copy gathers several times faster than the
+book's order.
+
+:func:`im2col` and :func:`col2im` are the book's functions, with the book's
+(N, C, H, W) images and (c, fy, fx) column order, for code written against
+the book (its ``col_W = W.reshape(FN, -1).T`` relies on that order). They
+call the same entry points and reorder.
 """
 
 from __future__ import annotations
@@ -10,10 +21,10 @@ from __future__ import annotations
 import math
 import threading
 
-from . import fastpaths, hostmem, threads
+from . import fastpaths, hostmem, kernels, threads
 from .backend import get_array_module, host_rng, to_numpy
 
-__all__ = ["conv_output_size", "im2col", "col2im", "smooth_curve", "shuffle_dataset"]  # the book's; the channels-last helpers below are internal
+__all__ = ["conv_output_size", "im2col", "col2im", "im2col_array", "col2im_array", "smooth_curve", "shuffle_dataset"]
 
 
 def _check_int(name, value, minimum):
@@ -50,25 +61,95 @@ def conv_output_size(input_size, filter_size, stride=1, pad=0):
     return out
 
 
-def _windows(img, filter_h, filter_w, stride, out_h, out_w):
-    """A read-only view (N, OH, OW, C, FH, FW) of every window of ``img`` (N, C, H, W)."""
-    xp = get_array_module(img)
-    sn, sc, sh, sw = img.strides
-    n, c = img.shape[:2]
-    return xp.lib.stride_tricks.as_strided(
-        img,
-        shape=(n, out_h, out_w, c, filter_h, filter_w),
-        strides=(sn, sh * stride, sw * stride, sc, sh, sw),
-    )
-
-
 def _check_4d(name, x):
     if x.ndim != 4:
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
 
 
+def _pads(pad):
+    """``pad`` as (rows, columns): an int pads both alike."""
+    if isinstance(pad, tuple):
+        return _check_int("pad", pad[0], 0), _check_int("pad", pad[1], 0)
+    pad = _check_int("pad", pad, 0)
+    return pad, pad
+
+
+def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None):
+    """Unfold every filter window of a channels-last batch into one row: xpnet's im2col, on either device.
+
+    Parameters
+    ----------
+    img : array (N, H, W, C), NumPy or CuPy, any memory order
+    filter_h, filter_w : window height and width
+    stride : step between windows
+    pad : zero padding on every side, or (rows, columns)
+    out : optional array of N*OH*OW*FH*FW*C elements of img's dtype and
+        device to write the columns into (e.g. a :func:`scratch` buffer)
+
+    Returns
+    -------
+    col : array (N*OH*OW, FH*FW*C), columns in (fy, fx, c) order, with OH,
+        OW from :func:`conv_output_size`.
+
+    On a GPU, one kernel reads the unpadded image (:func:`xpnet.kernels.im2col`);
+    elsewhere, and with the kernels off, the windows of the padded image
+    are a strided view copied once.
+    """
+    if img.ndim != 4:
+        raise ValueError(f"im2col_array: img must be 4-D (N, H, W, C), got shape {tuple(img.shape)}")
+    xp = get_array_module(img)
+    n, h, w, c = img.shape
+    pad_h, pad_w = _pads(pad)
+    out_h = conv_output_size(h, filter_h, stride, pad_h)
+    out_w = conv_output_size(w, filter_w, stride, pad_w)
+    if kernels.active(xp) and pad_h == pad_w:
+        return kernels.im2col(xp.ascontiguousarray(img), filter_h, filter_w, stride, pad_h, out_h, out_w, out=out)
+    if pad_h or pad_w:
+        padded = scratch(xp, (n, h + 2 * pad_h, w + 2 * pad_w, c), img.dtype, slot="padded")
+        img = pad_channels_last(img, pad_h, pad_w, out=padded)
+    windows = windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w)
+    col = xp.empty(windows.shape, dtype=img.dtype) if out is None else out.reshape(windows.shape)
+    col[...] = windows
+    return col.reshape(n * out_h * out_w, filter_h * filter_w * c)
+
+
+def col2im_array(col, img_shape, filter_h, filter_w, stride=1, pad=0, out=None):
+    """The adjoint of :func:`im2col_array`: add every column entry back into its pixel.
+
+    ``col`` (N*OH*OW, FH*FW*C) in (fy, fx, c) order; ``img_shape`` (N, H, W, C)
+    of the image it was unfolded from. Returns that image (into ``out``
+    where given), each pixel the sum of its entries, so that
+    ``<im2col_array(x), c> == <x, col2im_array(c)>``. On a GPU, one kernel
+    gathers each pixel's entries (:func:`xpnet.kernels.col2im`, no atomics);
+    elsewhere, one strided add per filter offset, each touching distinct
+    pixels.
+    """
+    xp = get_array_module(col)
+    if len(img_shape) != 4:
+        raise ValueError(f"col2im_array: img_shape must be (N, H, W, C), got {tuple(img_shape)}")
+    n, h, w, c = (int(s) for s in img_shape)
+    pad_h, pad_w = _pads(pad)
+    out_h = conv_output_size(h, filter_h, stride, pad_h)
+    out_w = conv_output_size(w, filter_w, stride, pad_w)
+    expected = (n * out_h * out_w, filter_h * filter_w * c)
+    if tuple(col.shape) != expected:
+        raise ValueError(
+            f"col2im_array: col has shape {tuple(col.shape)}, but an image {(n, h, w, c)} with a "
+            f"{filter_h}x{filter_w} window, stride {stride}, pad {(pad_h, pad_w)} needs {expected}"
+        )
+    if kernels.active(xp) and pad_h == pad_w:
+        return kernels.col2im(col, (n, h, w, c), filter_h, filter_w, stride, pad_h, out_h, out_w, out=out)
+    padded = xp.zeros((n, h + 2 * pad_h, w + 2 * pad_w, c), dtype=col.dtype)
+    add_windows_channels_last(padded, col.reshape(n, out_h, out_w, filter_h, filter_w, c), stride)
+    img = padded[:, pad_h:pad_h + h, pad_w:pad_w + w]
+    if out is None:
+        return img
+    out[...] = img
+    return out
+
+
 def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
-    """Unfold every filter window of a batch of images into one row.
+    """The book's im2col: every filter window of a batch of images as one row, columns in (c, fy, fx) order.
 
     Parameters
     ----------
@@ -79,30 +160,28 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     Returns
     -------
     col : array (N*OH*OW, C*FH*FW) on the device and of the dtype of the
-        input, where OH, OW come from :func:`conv_output_size`. It costs
-        FH*FW times the memory of the input (more with stride < window).
+        input, where OH, OW come from :func:`conv_output_size`, so that
+        ``col @ W.reshape(FN, -1).T`` convolves with filters W (FN, C, FH, FW)
+        as in the book. It costs FH*FW times the memory of the input (more
+        with stride < window).
 
-    Unlike the book, the windows are read from a strided view and copied
-    once, instead of through a Python loop over filter offsets.
+    Unlike the book, the windows are copied by :func:`im2col_array` (no
+    Python loop over filter offsets), then reordered into the book's
+    columns.
     """
     _check_4d("im2col input", input_data)
-    xp = get_array_module(input_data)
-    n, c, h, w = input_data.shape
-    out_h = conv_output_size(h, filter_h, stride, pad)
-    out_w = conv_output_size(w, filter_w, stride, pad)
-    img = input_data
-    if pad:
-        img = xp.pad(img, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    windows = _windows(xp.ascontiguousarray(img), filter_h, filter_w, stride, out_h, out_w)
-    return windows.reshape(n * out_h * out_w, c * filter_h * filter_w)
+    c = input_data.shape[1]
+    col = im2col_array(channels_last(input_data), filter_h, filter_w, stride, pad)
+    rows = col.shape[0]
+    return col.reshape(rows, filter_h * filter_w, c).transpose(0, 2, 1).reshape(rows, c * filter_h * filter_w)
 
 
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
-    """The adjoint of :func:`im2col`: add every column entry back into its pixel.
+    """The book's col2im, the adjoint of :func:`im2col`: add every column entry back into its pixel.
 
     Parameters
     ----------
-    col : array (N*OH*OW, C*FH*FW)
+    col : array (N*OH*OW, C*FH*FW), columns in the book's (c, fy, fx) order
     input_shape : (N, C, H, W) of the images that ``col`` was unfolded from
 
     Returns
@@ -111,27 +190,21 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     several windows receive the sum of their entries, so that
     ``<im2col(x), c> == <x, col2im(c)>``.
     """
-    xp = get_array_module(col)
     if len(input_shape) != 4:
         raise ValueError(f"col2im input_shape must be (N, C, H, W), got {tuple(input_shape)}")
     n, c, h, w = (int(s) for s in input_shape)
-    out_h = conv_output_size(h, filter_h, stride, pad)
-    out_w = conv_output_size(w, filter_w, stride, pad)
+    pad_h, pad_w = _pads(pad)
+    out_h = conv_output_size(h, filter_h, stride, pad_h)
+    out_w = conv_output_size(w, filter_w, stride, pad_w)
     expected = (n * out_h * out_w, c * filter_h * filter_w)
     if tuple(col.shape) != expected:
         raise ValueError(
             f"col2im: col has shape {tuple(col.shape)}, but input {tuple(input_shape)} with a "
             f"{filter_h}x{filter_w} window, stride {stride}, pad {pad} needs {expected}"
         )
-    col6 = col.reshape(n, out_h, out_w, c, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
-    img = xp.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
-    # Each statement touches distinct pixels, so plain += is exact on both devices (no atomics).
-    for y in range(filter_h):
-        y_max = y + stride * out_h
-        for x in range(filter_w):
-            x_max = x + stride * out_w
-            img[:, :, y:y_max:stride, x:x_max:stride] += col6[:, :, y, x]
-    return img[:, :, pad:h + pad, pad:w + pad]
+    ours = col.reshape(-1, c, filter_h * filter_w).transpose(0, 2, 1).reshape(expected[0], -1)
+    img = col2im_array(get_array_module(col).ascontiguousarray(ours), (n, h, w, c), filter_h, filter_w, stride, pad)
+    return img.transpose(0, 3, 1, 2)
 
 
 # --- the book's helpers for its chapter 6 scripts ------------------------------------
@@ -169,12 +242,10 @@ def shuffle_dataset(x, t):
     return x[get_array_module(x).asarray(order)], t[get_array_module(t).asarray(order)]
 
 
-# --- channels-last windows, the fast path of Convolution and Pooling ---------------
+# --- channels-last windows ----------------------------------------------------------
 #
 # Convolution and Pooling keep their activations in (N, H, W, C) memory order
-# behind an (N, C, H, W) view: a window is then FH*FW runs of C contiguous
-# values, which one copy gathers several times faster than the book's layout
-# (runs of FW values). Columns are ordered (fy, fx, c) here.
+# behind an (N, C, H, W) view, which the next layer reads without a copy.
 
 
 def channels_last(x):
