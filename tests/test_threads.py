@@ -292,6 +292,7 @@ def many_slices(monkeypatch):
     """Slices of every layer small enough that even these small tests cut the batch into many."""
     monkeypatch.setattr(util, "SERIAL_BYTES", 0)
     monkeypatch.setattr(util, "PART_BYTES", 4096)
+    monkeypatch.setattr(util, "ROWS_MIN_BYTES", 256)
     monkeypatch.setitem(Convolution.col_bytes, "cpu", 8192)
     monkeypatch.setattr(Pooling, "part_bytes", 4096)
 
@@ -302,11 +303,13 @@ def close_across_thread_counts(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.abs(b).max()))
 
 
-def run_layers(rng):
-    x = rng.standard_normal((13, 4, 9, 8)).astype(np.float32)
+def run_layers(rng, batch=13):
+    x = rng.standard_normal((batch, 4, 9, 8)).astype(np.float32)
     results = {}
     for name, layer in {"conv gather": Convolution(rng.standard_normal((5, 4, 3, 3)).astype(np.float32),
                                                    rng.standard_normal(5).astype(np.float32), pad=1),
+                        "conv wide pad": Convolution(rng.standard_normal((5, 4, 3, 3)).astype(np.float32),
+                                                     rng.standard_normal(5).astype(np.float32), pad=2),
                         "conv scatter": Convolution(rng.standard_normal((9, 4, 3, 3)).astype(np.float32),
                                                     rng.standard_normal(9).astype(np.float32), stride=2, pad=1),
                         "max pool": Pooling(2, 2, stride=2), "avg pool": Pooling(3, 3, stride=2, pad=1, mode="avg"),
@@ -330,6 +333,70 @@ def test_layers_give_the_same_results_at_any_thread_count(many_slices):
         for name, arrays in by_count[count].items():
             for got, want in zip(arrays, by_count[1][name]):
                 close_across_thread_counts(got, want)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_batch_smaller_than_the_thread_count_gives_the_same_results(many_slices, batch):
+    by_count = {}
+    for count in (1, 3):
+        xpnet.set_num_threads(count)
+        by_count[count] = run_layers(np.random.default_rng(7), batch)
+    for name, arrays in by_count[3].items():
+        for got, want in zip(arrays, by_count[1][name]):
+            close_across_thread_counts(got, want)
+
+
+def test_a_batch_smaller_than_the_thread_count_is_cut_into_runs_of_rows_worth_a_thread():
+    xpnet.set_num_threads(4)
+    big = 2**23  # parts so large that only the thread count cuts
+    assert util.row_parts(np, 1, 28, 2**17, big) == [(slice(0, 1), k, 4) for k in range(4)]
+    assert util.row_parts(np, 2, 28, 2**17, big) == [(slice(i, i + 1), k, 2) for i in range(2) for k in range(2)]
+    assert util.row_parts(np, 8, 28, 2**17, big) == [(part, 0, 1) for part in threads.split(8, 4)]  # whole images
+    # 3.5 runs of ROWS_MIN_BYTES: three threads, not four
+    assert util.row_parts(np, 1, 28, util.ROWS_MIN_BYTES // 8, big) == [(slice(0, 1), k, 3) for k in range(3)]
+    assert util.row_parts(np, 1, 28, 2**12, big) == [(slice(0, 1), 0, 1)]  # too little to wake a thread for
+    assert [util.rows_of(28, k, 4) for k in range(4)] == [slice(0, 7), slice(7, 14), slice(14, 21), slice(21, 28)]
+    assert util.rows_of(3, 3, 4) == slice(3, 3)  # fewer rows than runs: the last runs are empty
+
+
+def test_an_image_larger_than_a_part_is_cut_into_rows_whatever_the_batch():
+    xpnet.set_num_threads(2)
+    items = util.row_parts(np, 4, 100, 2**15, part_bytes=2**20)  # 3.2 MB of columns per image
+    assert items == [(slice(i, i + 1), k, 4) for i in range(4) for k in range(4)]
+
+
+def test_one_large_image_is_worked_on_by_every_thread(monkeypatch):
+    xpnet.set_num_threads(2)
+    sizes = []
+    parallel_map = threads.parallel_map
+
+    def counting(fn, items):
+        items = list(items)
+        sizes.append(len(items))
+        return parallel_map(fn, items)
+
+    monkeypatch.setattr(threads, "parallel_map", counting)
+    rng = np.random.default_rng(0)
+    conv = Convolution(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), np.zeros(16, np.float32), pad=1)
+    x = rng.standard_normal((1, 16, 128, 128)).astype(np.float32)
+    out = conv.forward(x)
+    conv.backward(np.ones(out.shape, np.float32))
+    Pooling(2, 2).forward(out)
+    Relu().forward(out)
+    assert len(sizes) == 4 and min(sizes) >= 2, sizes
+
+
+def test_map_elements_cuts_the_flat_elements_and_falls_back_for_other_layouts(monkeypatch):
+    monkeypatch.setattr(util, "PART_BYTES", 4096)
+    monkeypatch.setattr(util, "SERIAL_BYTES", 0)
+    xpnet.set_num_threads(3)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((1, 3, 50, 40)).astype(np.float32), rng.standard_normal((1, 3, 50, 40)).astype(np.float32)
+    out = util.map_elements(lambda out, a, b: np.multiply(a, b, out=out), np.empty_like(a), a, b)
+    np.testing.assert_array_equal(out, a * b)
+    strided = a.transpose(0, 2, 3, 1)  # not C-contiguous: cut over the batch instead
+    out = util.map_elements(lambda out, a: np.negative(a, out=out), np.empty_like(strided), strided)
+    np.testing.assert_array_equal(out, -strided)
 
 
 def network_gradients(name, count, x, t):

@@ -37,11 +37,14 @@ from .labels import class_indices
 from .threads import split
 from .util import (
     batch_parts,
+    row_parts,
+    rows_of,
     channels_last,
     col2im_array,
     conv_output_size,
     elementwise,
     im2col_array,
+    map_elements,
     map_parts,
     pad_channels_last,
     scratch,
@@ -171,7 +174,7 @@ class Relu:
             out, mask = kernels.relu_forward(x)
         else:
             out, mask = xp.empty_like(x), xp.empty(x.shape, dtype=bool)
-            elementwise(_relu_and_mask, out, x, mask)
+            map_elements(_relu_and_mask, out, x, mask)
         self.mask = _restore_order(mask, self._back)
         return _restore_order(out, self._back)
 
@@ -194,7 +197,7 @@ def _product(a, b):
     if kernels.active(xp) or a.ndim == 0 or a.shape != b.shape:
         return a * b
     out = xp.empty_like(b, dtype=xp.result_type(a, b))
-    return elementwise(lambda out, a, b: xp.multiply(a, b, out=out), out, a, b)
+    return map_elements(lambda out, a, b: xp.multiply(a, b, out=out), out, a, b)
 
 
 class Sigmoid:
@@ -205,14 +208,14 @@ class Sigmoid:
 
     def forward(self, x):
         x = _as_float_array(x)
-        self.out = elementwise(_sigmoid, get_array_module(x).empty_like(x), x)
+        self.out = map_elements(_sigmoid, get_array_module(x).empty_like(x), x)
         return self.out
 
     def backward(self, dout):
         _check_dout("Sigmoid", dout, None if self.out is None else self.out.shape)
         xp = get_array_module(dout)
-        return elementwise(_sigmoid_gradient, xp.empty_like(self.out, dtype=xp.result_type(dout, self.out)), dout,
-                           self.out)
+        return map_elements(_sigmoid_gradient, xp.empty_like(self.out, dtype=xp.result_type(dout, self.out)), dout,
+                            self.out)
 
 
 def _sigmoid(out, x):
@@ -602,13 +605,21 @@ class Convolution:
         xp = get_array_module(self.W)
         return batch_parts(xp, n, bytes_per_example, self.col_bytes["cpu"], self.col_bytes["gpu"])
 
-    def _im2col(self, img, slot=0):
-        """The columns of ``img`` (n, H, W, C) for this layer's window, stride and pad, in a reused buffer."""
+    def _items(self, n, rows, bytes_per_row):
+        """Items ``(batch slice, k, cuts)``: slices of the batch as :meth:`_chunks` cuts it, or on the CPU, for a
+        batch smaller than the thread count, runs of output rows of each image (``xpnet.util.row_parts``)."""
+        xp = get_array_module(self.W)
+        return row_parts(xp, n, rows, bytes_per_row, self.col_bytes["cpu"], self.col_bytes["gpu"])
+
+    def _im2col(self, img, rows=slice(None)):
+        """The columns of ``img`` (n, H, W, C), output ``rows`` only, for this layer's window, stride and pad, in
+        a buffer each thread reuses."""
         fn, c, fh, fw = self.W.shape
         n, h, w, _ = img.shape
-        rows = n * conv_output_size(h, fh, self.stride, self.pad) * conv_output_size(w, fw, self.stride, self.pad)
-        out = scratch(get_array_module(img), (rows, fh * fw * c), img.dtype, slot)
-        return im2col_array(img, fh, fw, self.stride, self.pad, out=out)
+        out_h = len(range(*rows.indices(conv_output_size(h, fh, self.stride, self.pad))))
+        count = n * out_h * conv_output_size(w, fw, self.stride, self.pad)
+        out = scratch(get_array_module(img), (count, fh * fw * c), img.dtype, slot=0)
+        return im2col_array(img, fh, fw, self.stride, self.pad, out=out, rows=None if rows == slice(None) else rows)
 
     def _col_W(self):
         """W as a (FH*FW*C, FN) matrix, matching the (fy, fx, c) column order."""
@@ -630,13 +641,15 @@ class Convolution:
         col_W = self._col_W()
         out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
 
-        def forward_part(part):
-            """The book's steps on one slice of the batch: im2col, one product, the bias."""
-            rows = out[part].reshape(-1, fn)
-            xp.matmul(self._im2col(self.x_nhwc[part]), col_W, out=rows)
-            rows += self.b
+        def forward_part(item):
+            """The book's steps on one slice of the batch (or rows of an image): im2col, one product, the bias."""
+            part, k, cuts = item
+            rows = rows_of(out_h, k, cuts)
+            out_rows = out[part, rows].reshape(-1, fn)  # a view: one image's rows, or whole images
+            xp.matmul(self._im2col(self.x_nhwc[part], rows), col_W, out=out_rows)
+            out_rows += self.b
 
-        map_parts(xp, forward_part, self._chunks(n, out_h * out_w * fh * fw * c * x.itemsize))
+        map_parts(xp, forward_part, self._items(n, out_h, out_w * fh * fw * c * x.itemsize))
         return out.transpose(0, 3, 1, 2)
 
     def _output_shape(self):
@@ -676,14 +689,16 @@ class Convolution:
         dx = xp.empty((n, h, w, c), dtype=self.W.dtype) if input_gradient else None
         col_W = self._col_W()
 
-        def backward_part(part):
-            """The book's steps on one slice of the batch: dW and db of the slice, and its rows of dx."""
+        def backward_part(item):
+            """The book's steps on one slice of the batch (or rows of an image): dW and db of the slice, and its
+            rows of dx."""
+            part, k, cuts = item
+            rows = rows_of(out_h, k, cuts)
             d_img = xp.ascontiguousarray(dout[part])
-            d = d_img.reshape(-1, fn)
-            col = self._im2col(self.x_nhwc[part])
-            dW, db = d.T @ col, _column_sums(d)
+            d = d_img[:, rows].reshape(-1, fn)
+            dW, db = d.T @ self._im2col(self.x_nhwc[part], rows), _column_sums(d)
             if gather:
-                self._input_gradient_by_gather(d_img, dx[part])
+                self._input_gradient_by_gather(d_img, dx[part], rows_of(h, k, cuts))
             elif dx is not None:
                 dcol = xp.matmul(d, col_W.T, out=scratch(xp, (d.shape[0], col_W.shape[0]), d.dtype, slot=1))
                 col2im_array(dcol, dx[part].shape, fh, fw, self.stride, self.pad, out=dx[part])
@@ -691,22 +706,27 @@ class Convolution:
 
         widest = max(c, fn) if gather else c  # the columns of x, and of dout where dx is a gather
         column_bytes = max(out_h * out_w, h * w) * fh * fw * widest * dout.itemsize
-        parts = map_parts(xp, backward_part, self._chunks(n, column_bytes))
+        if gather or dx is None:
+            items = self._items(n, out_h, -(-column_bytes // out_h))
+        else:  # col2im adds into neighbouring rows: whole images only
+            items = [(part, 0, 1) for part in self._chunks(n, column_bytes)]
+        parts = map_parts(xp, backward_part, items)
         self.db = sum_in_order([db for _, db in parts])
         dW = sum_in_order([dW for dW, _ in parts])
         self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
         return None if dx is None else dx.transpose(0, 3, 1, 2)
 
-    def _input_gradient_by_gather(self, d_img, dx):
-        """dx (n, H, W, C) of one slice as im2col of its dout (n, OH, OW, FN), padded by (filter - 1 - pad),
-        times the 180-degree-rotated filters."""
+    def _input_gradient_by_gather(self, d_img, dx, rows):
+        """``rows`` of dx (n, H, W, C) of one slice as im2col of its dout (n, OH, OW, FN), padded by
+        (filter - 1 - pad), times the 180-degree-rotated filters."""
         xp = get_array_module(d_img)
         fn, c, fh, fw = self.W.shape
         flipped = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
-        n, h, w = dx.shape[:3]
-        d_col = scratch(xp, (n * h * w, fh * fw * fn), d_img.dtype, slot=1)
-        im2col_array(d_img, fh, fw, 1, (fh - 1 - self.pad, fw - 1 - self.pad), out=d_col)
-        xp.matmul(d_col, flipped, out=dx.reshape(-1, c))
+        dx_rows = dx[:, rows]
+        d_col = scratch(xp, (dx_rows.size // c, fh * fw * fn), d_img.dtype, slot=1)
+        im2col_array(d_img, fh, fw, 1, (fh - 1 - self.pad, fw - 1 - self.pad), out=d_col,
+                     rows=None if rows == slice(None) else rows)
+        xp.matmul(d_col, flipped, out=dx_rows.reshape(-1, c))
 
 
 def _column_sums(d):
@@ -780,16 +800,18 @@ class Pooling:
         if self.mode == "max":
             self.arg_max = xp.empty(out.shape, dtype=xp.uint8 if self.pool_h * self.pool_w < 256 else xp.int32)
 
-        def forward_part(part):
+        def forward_part(item):
+            part, k, cuts = item
+            rows = rows_of(out_h, k, cuts)
             padded = pad_channels_last(img[part], self.pad, fill=fill)
-            pixels = list(window_offsets(padded, self.pool_h, self.pool_w, self.stride, out_h, out_w))
+            pixels = [v[:, rows] for v in window_offsets(padded, self.pool_h, self.pool_w, self.stride, out_h, out_w)]
             if self.mode == "max":
-                _max_and_first_argmax(pixels, out[part], self.arg_max[part])
+                _max_and_first_argmax(pixels, out[part, rows], self.arg_max[part, rows])
             else:
-                _window_mean(pixels, out[part])
+                _window_mean(pixels, out[part, rows])
 
-        map_parts(xp, forward_part, batch_parts(xp, n, (h + 2 * self.pad) * (w + 2 * self.pad) * c * x.itemsize,
-                                                self.part_bytes))
+        image_bytes = (h + 2 * self.pad) * (w + 2 * self.pad) * c * x.itemsize
+        map_parts(xp, forward_part, row_parts(xp, n, out_h, -(-image_bytes // out_h), self.part_bytes))
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
@@ -807,27 +829,35 @@ class Pooling:
         # Windows that neither overlap nor leave pixels out write every pixel of dx once: no zeros, no sums.
         tiles = self.stride == ph == pw and (h + 2 * p) == out_h * ph and (w + 2 * p) == out_w * pw
 
-        def backward_part(part):
-            d, dx_part = dout[part], dx[part]
+        def backward_part(item):
+            part, cut, cuts = item
+            rows = rows_of(out_h, cut, cuts)
+            d, dx_part = dout[part, rows], dx[part]
+            arg_max = self.arg_max[part, rows] if self.mode == "max" else None
             if self.mode == "avg":
                 d = d * (1.0 / (ph * pw))
             if not tiles:
                 dx_part[...] = 0
             for k, pixels in enumerate(window_offsets(dx_part, ph, pw, self.stride, out_h, out_w)):
+                pixels = pixels[:, rows]
                 if self.mode == "avg":
                     routed = d
                 elif tiles:
-                    xp.multiply(d, self.arg_max[part] == k, out=pixels)
+                    xp.multiply(d, arg_max == k, out=pixels)
                     continue
                 else:
-                    routed = d * (self.arg_max[part] == k)
+                    routed = d * (arg_max == k)
                 if tiles:
                     pixels[...] = routed
                 else:
                     pixels += routed
 
-        map_parts(xp, backward_part, batch_parts(xp, n, (h + 2 * p) * (w + 2 * p) * c * dout.itemsize,
-                                                 self.part_bytes))
+        image_bytes = (h + 2 * p) * (w + 2 * p) * c * dout.itemsize
+        if tiles:  # each window's pixels are its own: runs of rows of an image may go to different threads
+            items = row_parts(xp, n, out_h, -(-image_bytes // out_h), self.part_bytes)
+        else:
+            items = [(part, 0, 1) for part in batch_parts(xp, n, image_bytes, self.part_bytes)]
+        map_parts(xp, backward_part, items)
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 
 

@@ -74,7 +74,7 @@ def _pads(pad):
     return pad, pad
 
 
-def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None):
+def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     """Unfold every filter window of a channels-last batch into one row: xpnet's im2col, on either device.
 
     Parameters
@@ -85,11 +85,12 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None):
     pad : zero padding on every side, or (rows, columns)
     out : optional array of N*OH*OW*FH*FW*C elements of img's dtype and
         device to write the columns into (e.g. a :func:`scratch` buffer)
+    rows : optional slice of the output rows to unfold (default: all OH)
 
     Returns
     -------
     col : array (N*OH*OW, FH*FW*C), columns in (fy, fx, c) order, with OH,
-        OW from :func:`conv_output_size`.
+        OW from :func:`conv_output_size` (OH: the rows asked for).
 
     On a GPU, one kernel reads the unpadded image (:func:`xpnet.kernels.im2col`);
     elsewhere, and with the kernels off, the windows of the padded image
@@ -102,15 +103,17 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None):
     pad_h, pad_w = _pads(pad)
     out_h = conv_output_size(h, filter_h, stride, pad_h)
     out_w = conv_output_size(w, filter_w, stride, pad_w)
-    if kernels.active(xp) and pad_h == pad_w:
+    if kernels.active(xp) and pad_h == pad_w and rows is None:
         return kernels.im2col(xp.ascontiguousarray(img), filter_h, filter_w, stride, pad_h, out_h, out_w, out=out)
     if pad_h or pad_w:
         padded = scratch(xp, (n, h + 2 * pad_h, w + 2 * pad_w, c), img.dtype, slot="padded")
         img = pad_channels_last(img, pad_h, pad_w, out=padded)
     windows = windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w)
+    if rows is not None:
+        windows = windows[:, rows]
     col = xp.empty(windows.shape, dtype=img.dtype) if out is None else out.reshape(windows.shape)
     col[...] = windows
-    return col.reshape(n * out_h * out_w, filter_h * filter_w * c)
+    return col.reshape(-1, filter_h * filter_w * c)
 
 
 def col2im_array(col, img_shape, filter_h, filter_w, stride=1, pad=0, out=None):
@@ -338,6 +341,7 @@ def add_windows_channels_last(img, cols, stride):
 
 
 SERIAL_BYTES = 2**16
+ROWS_MIN_BYTES = 2**19  # the least work of a run of rows of one image (see row_parts)
 PART_BYTES = 2**20  # a slice of elementwise work: its operands stay in a core's cache between operations
 
 
@@ -361,6 +365,39 @@ def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=Non
         return [slice(0, n)]
     count = threads.get_num_threads()
     return threads.split(n, count * -(-total // ((part_bytes or PART_BYTES) * count)))
+
+
+def row_parts(xp, n, rows, bytes_per_row, part_bytes=None, device_part_bytes=None):
+    """Items ``(batch slice, k, cuts)`` of work over ``n`` images of ``rows`` output rows each: the k-th of
+    ``cuts`` near-equal runs of rows (see :func:`rows_of`) of the images in the slice.
+
+    Over the batch as :func:`batch_parts` cuts it (``cuts`` = 1: whole
+    images), except on the CPU where the batch has fewer images than there
+    are threads, or one image needs more than ``part_bytes``: then each
+    image's rows are cut too, so that every thread has work and every item
+    fits. Like :func:`batch_parts`, it depends on the shapes and the thread
+    count only.
+    """
+    per_image = rows * max(int(bytes_per_row), 1)
+    parts = batch_parts(xp, n, per_image, part_bytes, device_part_bytes)
+    limit = part_bytes or PART_BYTES
+    count = threads.get_num_threads()
+    if xp.__name__ != "numpy" or (n >= count and per_image <= limit):
+        return [(part, 0, 1) for part in parts]
+    worth = per_image // ROWS_MIN_BYTES  # a thread woken for less work costs more than it saves
+    cuts = min(rows, max(min(-(-count // n), worth), -(-per_image // limit)))
+    if cuts <= 1:
+        return [(part, 0, 1) for part in parts]
+    return [(slice(i, i + 1), k, cuts) for i in range(n) for k in range(cuts)]
+
+
+def rows_of(size, k, cuts):
+    """The k-th of ``cuts`` near-equal runs of ``range(size)``: a slice (all of it when ``cuts`` is 1, empty
+    when ``size`` has fewer than ``k + 1`` rows)."""
+    if cuts == 1:
+        return slice(None)
+    runs = threads.split(size, cuts)
+    return runs[k] if k < len(runs) else slice(size, size)
 
 
 def map_parts(xp, fn, parts):
@@ -389,6 +426,9 @@ def elementwise(fn, out, *arrays):
     For elementwise layers: on the CPU the slices run in parallel, each
     small enough for its operands to stay in cache from one operation to
     the next. ``out`` and ``arrays`` share their first axis (the batch).
+    Where they also share their shape and are all C-contiguous, and ``fn``
+    is purely elementwise (no operand broadcast along the cut), pass it to
+    :func:`map_elements` instead, which cuts a batch of any size evenly.
     """
     xp = get_array_module(out)
     if out.ndim == 0 or xp.__name__ != "numpy":
@@ -400,4 +440,26 @@ def elementwise(fn, out, *arrays):
         fn(out[p], *(a[p] for a in arrays))
 
     map_parts(xp, part, batch_parts(xp, out.shape[0], per_example))
+    return out
+
+
+def map_elements(fn, out, *arrays):
+    """``fn(out, *arrays)`` for a purely elementwise ``fn``, over runs of the flat elements; returns ``out``.
+
+    Where ``out`` and ``arrays`` have one shape and are all C-contiguous,
+    their flat views are cut into runs of at most ``PART_BYTES`` (a
+    multiple of the thread count, in parallel on the CPU): a batch of one
+    image uses every core too. Otherwise it is :func:`elementwise`. Any
+    cut gives the same result, bit for bit: no element depends on another.
+    """
+    xp = get_array_module(out)
+    flat = out.ndim > 0 and all(a.shape == out.shape and a.flags.c_contiguous for a in (out, *arrays))
+    if not flat or xp.__name__ != "numpy":
+        return elementwise(fn, out, *arrays)
+    views = [a.reshape(-1) for a in (out, *arrays)]
+
+    def part(p):
+        fn(*(v[p] for v in views))
+
+    map_parts(xp, part, batch_parts(xp, out.size, sum(a.itemsize for a in (out, *arrays))))
     return out
