@@ -335,6 +335,25 @@ def test_layers_give_the_same_results_at_any_thread_count(many_slices):
                 close_across_thread_counts(got, want)
 
 
+def test_softmax_with_loss_in_slices_of_rows_agrees_across_thread_counts(many_slices):
+    from xpnet.layers import SoftmaxWithLoss
+
+    rng = np.random.default_rng(5)
+    x, t = (rng.standard_normal((300, 40)) * 4).astype(np.float32), rng.integers(0, 40, 300)
+    results = {}
+    for count in (1, 2, 3):
+        xpnet.set_num_threads(count)
+        layer = SoftmaxWithLoss()
+        results[count] = (float(layer.forward(x, t)), layer.backward(2.0))
+    for count in (2, 3):
+        assert results[count][0] == pytest.approx(results[1][0], rel=1e-6)
+        close_across_thread_counts(results[count][1], results[1][1])
+    assert results[1][1].dtype == np.float32
+    log_y = x - x.max(axis=1, keepdims=True)
+    log_y = log_y - np.log(np.exp(log_y).sum(axis=1, keepdims=True))
+    assert results[3][0] == pytest.approx(-log_y[np.arange(300), t].mean(), rel=1e-5)
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_a_batch_smaller_than_the_thread_count_gives_the_same_results(many_slices, batch):
     by_count = {}

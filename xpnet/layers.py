@@ -345,11 +345,20 @@ class SoftmaxWithLoss:
             self.y, row_loss = kernels.softmax_cross_entropy(xp.ascontiguousarray(x), self.t)
             self.loss = row_loss.mean()
             return self.loss
-        log_y = log_softmax(x)
-        self.y = xp.exp(log_y)
-        inside = (self.t >= 0) & (self.t < k)
-        picked = xp.take_along_axis(log_y, xp.where(inside, self.t, 0)[:, None], axis=1)[:, 0]
-        self.loss = -xp.where(inside, picked, xp.nan).mean()
+        self.y = xp.empty_like(x)
+
+        def forward_rows(part):
+            """softmax of a slice of rows into y; the sum of the log-probabilities of their labels (NaN for a
+            label outside 0..K-1)."""
+            log_y = log_softmax(x[part])
+            xp.exp(log_y, out=self.y[part])
+            t = self.t[part]
+            inside = (t >= 0) & (t < k)
+            picked = xp.take_along_axis(log_y, xp.where(inside, t, 0)[:, None], axis=1)[:, 0]
+            return xp.where(inside, picked, xp.nan).sum()
+
+        total = sum_in_order(map_parts(xp, forward_rows, batch_parts(xp, n, 4 * k * x.itemsize)))
+        self.loss = -(total / n)
         return self.loss
 
     def _forward_rows(self, x, t):
@@ -371,9 +380,18 @@ class SoftmaxWithLoss:
             return (self.t.sum(axis=1, keepdims=True) * self.y - self.t) * (dout / n)
         if kernels.active(xp):
             return kernels.softmax_cross_entropy_backward(self.y, self.t, dout / n)
-        dx = self.y.copy()
-        dx[xp.arange(n), self.t] -= 1
-        return dx * (dout / n)
+        dx = xp.empty_like(self.y)
+        scale = dout / n
+
+        def backward_rows(part):
+            """(y - one_hot(t)) * dout / N for a slice of rows."""
+            d = dx[part]
+            d[...] = self.y[part]
+            d[xp.arange(d.shape[0]), self.t[part]] -= 1
+            d *= scale
+
+        map_parts(xp, backward_rows, batch_parts(xp, n, 2 * self.y.shape[1] * self.y.itemsize))
+        return dx
 
 
 class Dropout:
