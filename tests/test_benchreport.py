@@ -339,3 +339,13 @@ def test_main_takes_several_files(tmp_path, capsys, monkeypatch):
     assert dict(zip(table_header(report, "convolution"), table_row(report, "conv A", "forward", 128)))[
         "CPU ÷ torch CPU"] == "2.00×"  # 32 ms against 16 ms: both medians of 1x and 3x
     assert "from 4 files" in capsys.readouterr().out
+
+
+def test_the_report_warns_when_the_libraries_ran_at_different_thread_counts():
+    data = synthetic_results()
+    data["machine_info"]["xpnet"]["xpnet_threads"] = 2
+    runs = separate_processes(data)
+    assert "threads differ" not in benchreport.build_report(runs)
+    runs[1].data["machine_info"]["xpnet"]["torch"]["threads"] = 1
+    assert ("- CPU threads differ: xpnet 2, PyTorch 1: the ratios compare unequal thread counts"
+            in benchreport.build_report(runs))

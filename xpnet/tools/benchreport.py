@@ -349,6 +349,12 @@ def _process_lines(runs, merged, stat):
     for library, names in sorted(merged.files.items(), key=lambda item: item[0] != "xpnet"):
         count = f"{len(names)} process" + ("es" if len(names) > 1 else "")
         lines.append(f"- {LIBRARY_NAME.get(library, library)}: {count} ({', '.join(names)})")
+    threads = {"xpnet": {_facts(run).get("xpnet_threads") for run in runs if run.name in merged.files.get("xpnet", ())},
+               "torch": {(_facts(run).get("torch") or {}).get("threads") for run in runs
+                         if run.name in merged.files.get("torch", ())}}
+    if threads["xpnet"] and threads["torch"] and threads["xpnet"] != threads["torch"]:
+        lines.append(f"- CPU threads differ: xpnet {', '.join(map(str, sorted(threads['xpnet'], key=str)))}, PyTorch "
+                     f"{', '.join(map(str, sorted(threads['torch'], key=str)))}: the ratios compare unequal thread counts")
     loads = [_facts(run).get("load_average") for run in runs]
     loads = [load for load in loads if load is not None]
     if loads:
@@ -380,7 +386,8 @@ def _machine_lines(runs, stat):
             blas_text = f"; BLAS {blas.get('name')} {blas.get('version') or ''}".rstrip()
             if blas.get("threads"):
                 blas_text += f", {blas['threads']} threads"
-        lines.append(f"- CPU: {cpu_model}, {cores} cores{blas_text}; NumPy {facts.get('numpy', '?')}")
+        xpnet_threads = f"; xpnet {facts['xpnet_threads']} threads" if facts.get("xpnet_threads") else ""
+        lines.append(f"- CPU: {cpu_model}, {cores} cores{blas_text}; NumPy {facts.get('numpy', '?')}{xpnet_threads}")
     if facts.get("gpu_name"):
         tf32 = "on (CUPY_TF32=1)" if facts.get("cupy_tf32") else "off"
         lines.append(f"- GPU: {facts['gpu_name']}; CuPy {facts.get('cupy')}, CUDA runtime "
