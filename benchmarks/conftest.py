@@ -137,7 +137,8 @@ def pytest_collection_finish(session):
         if library and here in Path(item.path).parents and item.get_closest_marker("skip") is None:
             timed.setdefault(library, set()).add(item.callspec.params["backend"])
     if len(timed) > 1:
-        raise pytest.UsageError(ONE_PROCESS_ERROR.format(**{lib: ", ".join(sorted(b, key=BACKENDS.index)) for lib, b in timed.items()}))
+        names = {library: ", ".join(sorted(backends, key=BACKENDS.index)) for library, backends in timed.items()}
+        raise pytest.UsageError(ONE_PROCESS_ERROR.format(**names))
 
 
 def pytest_report_header(config):

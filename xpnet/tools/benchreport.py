@@ -11,13 +11,15 @@ this report from them all. A case's time is the median, over the files
 that hold it, of each file's statistic. The ratios to PyTorch are of times
 from different processes: where one file holds the times of both
 libraries (one process, where their thread pools slow each other), the
-report leaves those ratios out and says why. The report has one table per family of groups (convolution, pooling, ...,
+report leaves those ratios out and says why.
+
+The report has one table per family of groups (convolution, pooling, ...,
 network), one row per layer, pass and batch size, with xpnet's CPU (NumPy)
 and GPU (CuPy) times side by side, the GPU's speedup, the ratio of each to
 PyTorch on the same device, achieved GFLOP/s and peak memory; then, per
 layer and pass, the batch size from which the GPU wins. It writes
 ``report.md`` and ``speedup.png`` (GPU speedup against batch size; needs
-matplotlib) into ``--out``, by default the folder of RESULTS.json.
+matplotlib) into ``--out``, by default the folder of the first RESULTS.json.
 
 Every time is one statistic of the timed rounds, the median unless
 ``--stat`` says otherwise, and every ratio is of that statistic.
