@@ -5,8 +5,11 @@ Two ways to run this folder:
 * smoke (the default, and what CI does through plain ``python -m pytest``):
   timing is disabled, every case runs once, as a test of its result: at
   batch 1 in the default suite, at the other batches with ``-m slow``;
-* real: ``XPNET_BENCH=1 python -m pytest benchmarks --benchmark-json=FILE``
-  (or ``--benchmark-enable``), every case is warmed up and timed.
+* real: ``XPNET_BENCH=1 python -m pytest benchmarks --bench-library xpnet
+  --benchmark-json=FILE`` (or ``--benchmark-enable``), every case of one
+  library is warmed up and timed. ``suite.py`` here runs one process per
+  library, alternating, and the report; a timed run of both libraries in
+  one process stops with a usage error (their thread pools slow each other).
 
 Every timed call ends in a device synchronization, so a GPU time is the
 time the work took, not the time it took to queue it. See README.md here.
@@ -33,12 +36,25 @@ import peers
 
 BATCHES = (1, 32, 128, 256, 512)  # 256: the batch of the GPU targets
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda")
+LIBRARY_OF = {"numpy": "xpnet", "cupy": "xpnet", "torch-cpu": "torch", "torch-cuda": "torch"}
+LIBRARIES = ("xpnet", "torch")
 DTYPE = np.float32
 MAX_ROUNDS = 1000  # enough for stable medians of microsecond cases
 WARMUP_CALLS = 2  # untimed: kernel compilation, first allocations, caches; the second also sizes the rounds
 
 
-# --- smoke or real ------------------------------------------------------------------
+# --- smoke or real, and which library ---------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.getgroup("xpnet benchmarks").addoption(
+        "--bench-library", choices=LIBRARIES, default=None,
+        help="run the cases of one library only (xpnet: numpy and cupy; torch: torch-cpu and torch-cuda); "
+             "the others skip. A timed run needs it: each library is timed in a process of its own "
+             "(benchmarks/suite.py runs both, alternating).")
+
+
+_LOAD_AT_START = None  # the 1-minute load average when this process began, for the result file
 
 
 def _real_run_asked(config) -> bool:
@@ -47,6 +63,11 @@ def _real_run_asked(config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure reads the option
 def pytest_configure(config):
+    global _LOAD_AT_START
+    try:
+        _LOAD_AT_START = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        _LOAD_AT_START = None
     real = _real_run_asked(config)
     if not real and not config.getoption("benchmark_disable", False):
         config.option.benchmark_disable = True
@@ -66,24 +87,67 @@ def is_smoke(config) -> bool:
 SMOKE_BATCHES = (1,)  # a smoke run of the default suite; the larger batches run with -m slow
 
 
+def library_of(item) -> str | None:
+    """"xpnet" or "torch" for a case of the suite (by its backend), None for any other test."""
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec else None
+    return LIBRARY_OF.get(backend)
+
+
+ONE_PROCESS_ERROR = (
+    "a timed run of xpnet ({xpnet}) and PyTorch ({torch}) in one process is not a result: their thread "
+    "pools take each other's cores, and every ratio would be wrong. Time each library in a process of its "
+    "own: python benchmarks/suite.py --out DIR [--rounds 3] [-k EXPR] runs both, alternating, and writes "
+    "the report; or select one library with --bench-library xpnet|torch (or with -k)."
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
-    """In a smoke run, the cases at batches beyond SMOKE_BATCHES are slow ones: -m slow runs them."""
-    if not is_smoke(config):
-        return
+    """In a smoke run, the cases at batches beyond SMOKE_BATCHES are slow ones: -m slow runs them.
+    With --bench-library, the other library's cases skip, and so do the tests that are no case of its own."""
+    smoke = is_smoke(config)
+    chosen = config.getoption("bench_library", None)
     here = Path(__file__).parent
     for item in items:
         if here not in Path(item.path).parents:
             continue
         batch = getattr(item, "callspec", None) and item.callspec.params.get("batch")
-        if batch is not None and batch not in SMOKE_BATCHES:
+        if smoke and batch is not None and batch not in SMOKE_BATCHES:
             item.add_marker(pytest.mark.slow)
+        library = library_of(item)
+        if chosen and library != chosen:
+            if library is None:
+                why = (f"not a case of the timed suite (a check that needs both libraries, or a test of a "
+                       f"script): --bench-library {chosen} runs {chosen}'s cases only")
+            else:
+                why = (f"{item.callspec.params['backend']} case skipped: --bench-library {chosen} times "
+                       f"{chosen} alone (each library in a process of its own)")
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+def pytest_collection_finish(session):
+    """A timed run of the cases of both libraries in one process stops here (after -k and -m deselected)."""
+    if is_smoke(session.config):
+        return
+    here = Path(__file__).parent
+    timed = {}
+    for item in session.items:
+        library = library_of(item)
+        if library and here in Path(item.path).parents and item.get_closest_marker("skip") is None:
+            timed.setdefault(library, set()).add(item.callspec.params["backend"])
+    if len(timed) > 1:
+        names = {library: ", ".join(sorted(backends, key=BACKENDS.index)) for library, backends in timed.items()}
+        raise pytest.UsageError(ONE_PROCESS_ERROR.format(**names))
 
 
 def pytest_report_header(config):
+    chosen = config.getoption("bench_library", None)
+    which = f", {chosen} only" if chosen else ""
     if is_smoke(config):
-        return "xpnet benchmarks: smoke run (timing disabled, each case once); for a real run set XPNET_BENCH=1"
-    return f"xpnet benchmarks: real run, timed, batches {', '.join(map(str, BATCHES))}"
+        return (f"xpnet benchmarks: smoke run (timing disabled, each case once{which}); "
+                f"for a real run: python benchmarks/suite.py")
+    return f"xpnet benchmarks: real run, timed, batches {', '.join(map(str, BATCHES))}{which}"
 
 
 # --- machine facts ------------------------------------------------------------------
@@ -174,9 +238,14 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "gpu_unavailable_reason": xb.gpu_unavailable_reason(),
         "gpus": xb.gpu_devices(),
         "gpu_name": gpu_name(),
+        "bench_library": config.getoption("bench_library", None),
+        "load_average": _LOAD_AT_START,
     }
     facts.update({k: v for k, v in xb.library_versions().items() if k != "numpy"})
-    facts["torch"] = peers.facts(threads=cpu_threads())
+    if facts["bench_library"] == "xpnet":  # PyTorch stays out of this process, not even imported
+        facts["torch"] = {"available": False, "reason": "not run in this process (--bench-library xpnet)"}
+    else:
+        facts["torch"] = peers.facts(threads=cpu_threads())
     machine_info["xpnet"] = facts
 
 

@@ -9,8 +9,9 @@
 #   gpu_info.txt                     nvidia-smi, xpnet info, the commit
 #   gpu_tests.log                    python -m pytest tests, with CuPy
 #   example_gpu.log                  XPNET_DEVICE=gpu python examples/train_convnet.py
-#   results.json, bench.log,         the full benchmark suite, timed, and its report (with the GPU targets)
-#     report.md, speedup.png
+#   bench/, bench.log                the full benchmark suite, timed, each library in processes of its own
+#                                    (benchmarks/suite.py, 3 rounds): xpnet-R.json, torch-R.json, their logs,
+#                                    report.md (with the GPU targets) and speedup.png
 #   experiments-{cpu,gpu}/, *.log    every experiment on each device, and experiments.md comparing their times
 #   search-{cpu,gpu}/, *.log         the book's search (100 trials) on each device
 #   status.txt                       the exit status and time of each part
@@ -51,9 +52,9 @@ for name in $parts; do
     example)
         part example to "$out/example_gpu.log" env XPNET_DEVICE=gpu "$py" examples/train_convnet.py ;;
     bench)
-        part bench to "$out/bench.log" env XPNET_BENCH=1 "$py" -m pytest benchmarks -p no:xdist -p no:cacheprovider \
-            --benchmark-max-time=0.5 --benchmark-columns=median,iqr,rounds --benchmark-json="$out/results.json"
-        part report "$py" -m xpnet.tools.benchreport "$out/results.json" --out "$out" ;;
+        rm -rf "$out/bench"
+        part bench to "$out/bench.log" "$py" benchmarks/suite.py --out "$out/bench" --rounds 3 \
+            --benchmark-max-time=0.5 --benchmark-columns=median,iqr,rounds ;;
     experiments)
         if ! experiments=$("$py" -c "from xpnet.tools.experiments import EXPERIMENTS; print(*sorted(EXPERIMENTS))"); then
             echo "experiments: exit 1, they could not be listed" >> "$out/status.txt"

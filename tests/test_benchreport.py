@@ -72,6 +72,27 @@ def synthetic_results(scale=None):
     }
 
 
+TORCH_BACKENDS = ("torch-cpu", "torch-cuda")
+
+
+def one_library(data, library, scale=1.0, load=None):
+    """The part of a result file one process of ``library`` ("xpnet" or "torch") writes; times times ``scale``."""
+    part = json.loads(json.dumps(data))
+    keep = [b for b in part["benchmarks"] if (b["extra_info"]["backend"] in TORCH_BACKENDS) == (library == "torch")]
+    for bench in keep:
+        bench["stats"] = {k: v * scale if k in ("min", "max", "mean", "median") else v
+                          for k, v in bench["stats"].items()}
+    part["benchmarks"] = keep
+    part["machine_info"]["xpnet"].update(bench_library=library, load_average=load)
+    return part
+
+
+def separate_processes(data):
+    """``data`` as two files, each library timed in a process of its own."""
+    return [benchreport.Run("xpnet-1.json", one_library(data, "xpnet")),
+            benchreport.Run("torch-1.json", one_library(data, "torch"))]
+
+
 def write(path, data):
     path.write_text(json.dumps(data))
     return path
@@ -93,7 +114,7 @@ def table_header(report, family):
 
 
 def test_table_numbers():
-    report = benchreport.build_report(synthetic_results(), source="r.json")
+    report = benchreport.build_report(separate_processes(synthetic_results()))
     header = table_header(report, "convolution")
     row = dict(zip(header, table_row(report, "conv A", "forward", 128)))
     assert row["CPU ms"] == "16.0"
@@ -164,7 +185,7 @@ def test_the_gpu_targets_at_batch_256_are_stated_with_how_far_off_each_is():
         "SimpleConvNet training step, GPU ÷ PyTorch CUDA": ["2.20×", "≤ 2", "no"],
         "SimpleConvNet training step, peak GPU memory (xpnet against PyTorch)": ["— against —", "reported", "—"],
     }
-    report = benchreport.build_report(data)
+    report = benchreport.build_report(separate_processes(data))
     assert "## The GPU targets (training step at batch 256)" in report
     assert "| SimpleConvNet training step, GPU ÷ PyTorch CUDA | 2.20× | ≤ 2 | no |" in report
 
@@ -245,3 +266,86 @@ def test_xpnet_bench_report_command(tmp_path):
     results = write(tmp_path / "results.json", synthetic_results())
     assert cli.main(["bench", "report", str(results), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.md").exists()
+
+
+# --- several files: each library timed in processes of its own -----------------------------------
+
+
+def test_several_files_merge_to_the_median_of_each_case():
+    data = synthetic_results()
+    runs = [benchreport.Run(f"xpnet-{i}.json", one_library(data, "xpnet", scale, load))
+            for i, scale, load in ((1, 1.0, 0.5), (2, 3.0, 1.5), (3, 2.0, 1.0))]
+    runs += [benchreport.Run(f"torch-{i}.json", one_library(data, "torch", scale, 2.0))
+             for i, scale in ((1, 1.0), (2, 1.5))]
+    merged = benchreport.merge_runs(runs)
+    assert merged.files == {"xpnet": ["xpnet-1.json", "xpnet-2.json", "xpnet-3.json"],
+                            "torch": ["torch-1.json", "torch-2.json"]}
+    assert merged.ratios and merged.one_process == []
+    seconds = {(r.layer, r.backend, r.batch): r.seconds for r in merged.results}
+    assert seconds[("conv A", "numpy", 128)] == pytest.approx(2 * 16.0 * MS)  # the median of 1x, 3x and 2x
+    assert seconds[("conv A", "torch-cpu", 128)] == pytest.approx(1.25 * 8.0 * MS)  # of 1x and 1.5x
+    assert len(merged.results) == len(benchreport.parse_results(data))  # one per case and backend
+
+    report = benchreport.build_report(runs)
+    row = dict(zip(table_header(report, "convolution"), table_row(report, "conv A", "forward", 128)))
+    assert row["CPU ms"] == "32.0" and row["GPU ms"] == "8.00"
+    assert row["CPU ÷ torch CPU"] == "3.20×"  # 32 ms against 10 ms, each from processes of its own
+    assert row["GPU ÷ torch CUDA"] == "3.20×"  # 8 ms against 2.5 ms
+    assert "- xpnet: 3 processes (xpnet-1.json, xpnet-2.json, xpnet-3.json)" in report
+    assert "- PyTorch: 2 processes (torch-1.json, torch-2.json)" in report
+    assert "median, over the files that hold it" in report
+    assert "Load average (1 minute) when each process began: 0.50 to 2.00" in report
+    assert "No ratio to PyTorch" not in report
+
+
+def test_one_process_timing_both_libraries_gives_no_ratio_and_says_why():
+    data = synthetic_results()
+    data["benchmarks"] += network_step("DeepConvNet", {"numpy": 150.0, "cupy": 5.0, "torch-cuda": 3.0})
+    report = benchreport.build_report(data, source="old.json")
+    assert ("- No ratio to PyTorch: old.json timed both libraries in one process, where their thread pools "
+            "slow each other (time each alone: benchmarks/suite.py).") in report
+    header = table_header(report, "convolution")
+    assert "CPU ÷ torch CPU" not in header and "GPU ÷ torch CUDA" not in header
+    row = dict(zip(header, table_row(report, "conv A", "forward", 128)))
+    assert row["CPU ms"] == "16.0" and row["GPU speedup"] == "4.00×"  # xpnet's own times stay
+    assert "| DeepConvNet training step, GPU ÷ PyTorch CUDA | — | ≤ 2 | — |" in report
+    assert "| DeepConvNet training step, GPU speedup over the CPU | 30.00× | ≥ 20 | yes |" in report
+    assert not benchreport.merge_runs([benchreport.Run("old.json", data)]).ratios
+
+
+def test_a_one_process_file_among_separate_ones_still_refuses_the_ratios():
+    data = synthetic_results()
+    runs = separate_processes(data) + [benchreport.Run("both.json", data)]
+    merged = benchreport.merge_runs(runs)
+    assert merged.one_process == ["both.json"] and not merged.ratios
+    assert merged.files["xpnet"] == ["xpnet-1.json", "both.json"]
+    report = benchreport.build_report(runs)
+    assert "CPU ÷ torch CPU" not in table_header(report, "convolution")
+    assert "No ratio to PyTorch: both.json timed both libraries in one process" in report
+
+
+def test_main_takes_several_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # the picture is tested above
+    data = synthetic_results()
+    paths = [write(tmp_path / "xpnet-1.json", one_library(data, "xpnet")),
+             write(tmp_path / "torch-1.json", one_library(data, "torch")),
+             write(tmp_path / "torch-2.json", one_library(data, "torch", 3.0)),
+             write(tmp_path / "xpnet-2.json", one_library(data, "xpnet", 3.0))]
+    assert benchreport.main([str(p) for p in paths] + ["--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.startswith("# xpnet benchmarks: 4 result files")
+    assert "- xpnet: 2 processes (xpnet-1.json, xpnet-2.json)" in report
+    assert "- PyTorch: 2 processes (torch-1.json, torch-2.json)" in report
+    assert dict(zip(table_header(report, "convolution"), table_row(report, "conv A", "forward", 128)))[
+        "CPU ÷ torch CPU"] == "2.00×"  # 32 ms against 16 ms: both medians of 1x and 3x
+    assert "from 4 files" in capsys.readouterr().out
+
+
+def test_the_report_warns_when_the_libraries_ran_at_different_thread_counts():
+    data = synthetic_results()
+    data["machine_info"]["xpnet"]["xpnet_threads"] = 2
+    runs = separate_processes(data)
+    assert "threads differ" not in benchreport.build_report(runs)
+    runs[1].data["machine_info"]["xpnet"]["torch"]["threads"] = 1
+    assert ("- CPU threads differ: xpnet 2, PyTorch 1: the ratios compare unequal thread counts"
+            in benchreport.build_report(runs))

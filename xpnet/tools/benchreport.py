@@ -1,17 +1,25 @@
 """Markdown tables and a speedup plot from the JSON of xpnet's benchmark suite.
 
-    python -m xpnet.tools.benchreport RESULTS.json [--compare BASELINE.json] [--out DIR]
+    python -m xpnet.tools.benchreport RESULTS.json [RESULTS.json ...] [--compare BASELINE.json] [--out DIR]
     xpnet bench report RESULTS.json [...]
 
-RESULTS.json is what ``XPNET_BENCH=1 python -m pytest benchmarks
---benchmark-json=RESULTS.json`` writes (pytest-benchmark's format). The
-report has one table per family of groups (convolution, pooling, ...,
+Each RESULTS.json is what one process of the timed suite writes
+(``XPNET_BENCH=1 python -m pytest benchmarks --bench-library xpnet
+--benchmark-json=RESULTS.json``, pytest-benchmark's format);
+``benchmarks/suite.py`` writes one per library and round, alternating, and
+this report from them all. A case's time is the median, over the files
+that hold it, of each file's statistic. The ratios to PyTorch are of times
+from different processes: where one file holds the times of both
+libraries (one process, where their thread pools slow each other), the
+report leaves those ratios out and says why.
+
+The report has one table per family of groups (convolution, pooling, ...,
 network), one row per layer, pass and batch size, with xpnet's CPU (NumPy)
 and GPU (CuPy) times side by side, the GPU's speedup, the ratio of each to
 PyTorch on the same device, achieved GFLOP/s and peak memory; then, per
 layer and pass, the batch size from which the GPU wins. It writes
 ``report.md`` and ``speedup.png`` (GPU speedup against batch size; needs
-matplotlib) into ``--out``, by default the folder of RESULTS.json.
+matplotlib) into ``--out``, by default the folder of the first RESULTS.json.
 
 Every time is one statistic of the timed rounds, the median unless
 ``--stat`` says otherwise, and every ratio is of that statistic.
@@ -24,16 +32,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from xpnet.fileio import atomic_write
 
 from .args import Parser, positive_float
 
-__all__ = ["add_arguments", "run", "main", "load_results", "build_report", "compare_table", "crossovers", "gpu_targets", "plot_speedup"]
+__all__ = ["add_arguments", "run", "main", "load_results", "Run", "merge_runs", "build_report", "compare_table", "crossovers", "gpu_targets", "plot_speedup"]
 
 CPU, GPU, TORCH_CPU, TORCH_CUDA = "numpy", "cupy", "torch-cpu", "torch-cuda"
+LIBRARY = {CPU: "xpnet", GPU: "xpnet", TORCH_CPU: "torch", TORCH_CUDA: "torch"}
+LIBRARY_NAME = {"xpnet": "xpnet", "torch": "PyTorch"}
 STATS = ("median", "min", "mean")
 PASS_ORDER = ("forward", "backward", "train-step", "inference")
 MIB = 1024.0 ** 2
@@ -117,6 +128,63 @@ def parse_results(data, stat="median"):
     return results
 
 
+@dataclass(frozen=True)
+class Run:
+    """One result file, from one process: the name it is reported by and its parsed JSON."""
+
+    name: str
+    data: dict
+
+
+@dataclass
+class Merged:
+    """The results of several files, one per case and backend: the median over the files that hold it."""
+
+    results: list
+    files: dict = field(default_factory=dict)  # library -> names of the files (processes) that timed it
+    one_process: list = field(default_factory=list)  # files that timed both libraries
+
+    @property
+    def ratios(self) -> bool:
+        """Whether xpnet's and PyTorch's times came from different processes, so that their ratio is a result."""
+        return not self.one_process
+
+
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median_low(values) if values else None
+
+
+def merge_runs(runs, stat="median"):
+    """:class:`Merged` results of ``runs`` (a list of :class:`Run`).
+
+    Each benchmark's time is the median, over the files that hold it, of
+    each file's ``stat`` (its peaks, the median-low of theirs); flops,
+    shapes and names come from the first file. A file holding the times of
+    both libraries is listed in ``one_process``.
+    """
+    by_name, files, one_process = {}, {}, []
+    for run in runs:
+        results = parse_results(run.data, stat)
+        libraries = sorted({LIBRARY.get(r.backend, r.backend) for r in results})
+        for library in libraries:
+            files.setdefault(library, []).append(run.name)
+        if {"xpnet", "torch"} <= set(libraries):
+            one_process.append(run.name)
+        for r in results:
+            by_name.setdefault(r.name, []).append(r)
+    merged = [replace(rs[0], seconds=statistics.median(r.seconds for r in rs),
+                      peak_host_bytes=_median_or_none(r.peak_host_bytes for r in rs),
+                      peak_gpu_bytes=_median_or_none(r.peak_gpu_bytes for r in rs))
+              for rs in by_name.values()]
+    return Merged(merged, files, one_process)
+
+
+def _as_runs(data, name):
+    """A list of :class:`Run` from one parsed file (a dict) or from runs already."""
+    return [Run(name, data)] if isinstance(data, dict) else list(data)
+
+
 # --- formatting -------------------------------------------------------------------------------
 
 
@@ -183,7 +251,8 @@ TABLE_HEADER = ("layer", "pass", "batch", "CPU ms", "GPU ms", "GPU speedup", "CP
                 "GPU peak MiB", "torch GPU peak MiB")
 
 
-def _row(key, by_backend):
+def _row(key, by_backend, ratios=True):
+    """A table row; without ``ratios`` (both libraries timed in one process) the columns to PyTorch are empty."""
     layer, pass_, batch = key
     cpu, gpu = by_backend.get(CPU), by_backend.get(GPU)
     tcpu, tgpu = by_backend.get(TORCH_CPU), by_backend.get(TORCH_CUDA)
@@ -196,8 +265,8 @@ def _row(key, by_backend):
         layer, pass_, str(batch),
         fmt_ms(s(cpu)), fmt_ms(s(gpu)),
         fmt_ratio(s(cpu), s(gpu)),
-        fmt_ratio(s(cpu), s(tcpu)),
-        fmt_ratio(s(gpu), s(tgpu)),
+        fmt_ratio(s(cpu), s(tcpu)) if ratios else DASH,
+        fmt_ratio(s(gpu), s(tgpu)) if ratios else DASH,
         fmt_gflops(cpu.flops, cpu.seconds) if cpu else DASH,
         fmt_gflops(gpu.flops, gpu.seconds) if gpu else DASH,
         fmt_mib(some.im2col_bytes) if some.im2col_bytes else DASH,
@@ -237,13 +306,14 @@ TARGET_VS_TORCH = 2.0  # xpnet's GPU training step at most this many times PyTor
 TARGET_SPEEDUP = 20.0  # DeepConvNet's GPU training step at least this many times faster than xpnet's CPU one
 
 
-def gpu_targets(results):
+def gpu_targets(results, ratios=True):
     """Rows (what, measured, target, met) for the GPU targets: each network's training step at batch 256.
 
-    Per network: GPU time ÷ PyTorch CUDA's (≤ 2); for DeepConvNet also the
-    GPU's speedup over xpnet on the CPU (≥ 20); and the peak GPU memory of
-    xpnet and PyTorch, reported. Empty when no training step at that batch
-    has a GPU time.
+    Per network: GPU time ÷ PyTorch CUDA's (≤ 2; not measured without
+    ``ratios``, when both libraries were timed in one process); for
+    DeepConvNet also the GPU's speedup over xpnet on the CPU (≥ 20); and the
+    peak GPU memory of xpnet and PyTorch, reported. Empty when no training
+    step at that batch has a GPU time.
     """
     rows = []
     for (layer, pass_, batch), by_backend in _cases(results).items():
@@ -251,12 +321,13 @@ def gpu_targets(results):
         if pass_ != "train-step" or batch != TARGET_BATCH or gpu is None:
             continue
         net, cpu, torch = layer.split()[0], by_backend.get(CPU), by_backend.get(TORCH_CUDA)
+        torch_time = torch if ratios else None
 
         def verdict(ok):
             return DASH if ok is None else ("yes" if ok else "no")
 
-        ratio = gpu.seconds / torch.seconds if torch else None
-        rows.append([f"{net} training step, GPU ÷ PyTorch CUDA", fmt_ratio(gpu.seconds, torch and torch.seconds),
+        ratio = gpu.seconds / torch_time.seconds if torch_time else None
+        rows.append([f"{net} training step, GPU ÷ PyTorch CUDA", fmt_ratio(gpu.seconds, torch_time and torch_time.seconds),
                      f"≤ {TARGET_VS_TORCH:g}", verdict(None if ratio is None else ratio <= TARGET_VS_TORCH)])
         if net == "DeepConvNet":
             speedup = cpu.seconds / gpu.seconds if cpu else None
@@ -268,12 +339,46 @@ def gpu_targets(results):
     return sorted(rows, key=lambda row: row[0])
 
 
-def _machine_lines(data, stat):
+def _facts(run):
+    return (run.data.get("machine_info") or {}).get("xpnet") or {}
+
+
+def _process_lines(runs, merged, stat):
+    """Which files (processes) timed each library, their load averages and commits, and why ratios are missing."""
+    lines = []
+    if len(runs) > 1:
+        lines.append(f"- A case's time is the median, over the files that hold it, of each file's {stat}.")
+    for library, names in sorted(merged.files.items(), key=lambda item: item[0] != "xpnet"):
+        count = f"{len(names)} process" + ("es" if len(names) > 1 else "")
+        lines.append(f"- {LIBRARY_NAME.get(library, library)}: {count} ({', '.join(names)})")
+    threads = {"xpnet": {_facts(run).get("xpnet_threads") for run in runs if run.name in merged.files.get("xpnet", ())},
+               "torch": {(_facts(run).get("torch") or {}).get("threads") for run in runs
+                         if run.name in merged.files.get("torch", ())}}
+    if threads["xpnet"] and threads["torch"] and threads["xpnet"] != threads["torch"]:
+        lines.append(f"- CPU threads differ: xpnet {', '.join(map(str, sorted(threads['xpnet'], key=str)))}, PyTorch "
+                     f"{', '.join(map(str, sorted(threads['torch'], key=str)))}: the ratios compare unequal thread counts")
+    loads = [_facts(run).get("load_average") for run in runs]
+    loads = [load for load in loads if load is not None]
+    if loads:
+        lines.append(f"- Load average (1 minute) when each process began: {min(loads):.2f} to {max(loads):.2f}")
+    commits = list(dict.fromkeys(str((run.data.get("commit_info") or {}).get("id", ""))[:12] for run in runs))
+    if len(commits) > 1:
+        lines.append(f"- The files measured different commits: {', '.join(c or '?' for c in commits)}")
+    if merged.one_process:
+        lines.append(f"- No ratio to PyTorch: {', '.join(merged.one_process)} timed both libraries in one process, "
+                     f"where their thread pools slow each other (time each alone: benchmarks/suite.py).")
+    return lines
+
+
+def _machine_lines(runs, stat):
+    """The machine, from the first file; PyTorch's facts from the first file that ran it."""
+    data = runs[0].data
     info = data.get("machine_info") or {}
     facts = info.get("xpnet") or {}
     cpu = info.get("cpu") or {}
     blas = facts.get("blas") or {}
-    torch = facts.get("torch") or {}
+    torch_facts = [_facts(run).get("torch") or {} for run in runs]
+    torch = next((t for t in torch_facts if t.get("available")), torch_facts[0])
     lines = [f"- Times: the **{stat}** of the timed rounds, in milliseconds; every ratio is of {stat}s."]
     cpu_model = facts.get("cpu_model") or cpu.get("brand_raw")
     if cpu_model:
@@ -283,7 +388,8 @@ def _machine_lines(data, stat):
             blas_text = f"; BLAS {blas.get('name')} {blas.get('version') or ''}".rstrip()
             if blas.get("threads"):
                 blas_text += f", {blas['threads']} threads"
-        lines.append(f"- CPU: {cpu_model}, {cores} cores{blas_text}; NumPy {facts.get('numpy', '?')}")
+        xpnet_threads = f"; xpnet {facts['xpnet_threads']} threads" if facts.get("xpnet_threads") else ""
+        lines.append(f"- CPU: {cpu_model}, {cores} cores{blas_text}; NumPy {facts.get('numpy', '?')}{xpnet_threads}")
     if facts.get("gpu_name"):
         tf32 = "on (CUPY_TF32=1)" if facts.get("cupy_tf32") else "off"
         lines.append(f"- GPU: {facts['gpu_name']}; CuPy {facts.get('cupy')}, CUDA runtime "
@@ -315,10 +421,15 @@ no data in a table are left out."""
 
 
 def build_report(data, stat="median", source="results", png_note=None):
-    """The Markdown report of one result file (without the --compare section)."""
-    results = parse_results(data, stat)
-    out = [f"# xpnet benchmarks: {source}", ""]
-    out += _machine_lines(data, stat)
+    """The Markdown report (without the --compare section) of one result file, a dict named ``source``, or of
+    several: a list of :class:`Run`, merged by :func:`merge_runs`."""
+    runs = _as_runs(data, source)
+    merged = merge_runs(runs, stat)
+    results = merged.results
+    title = runs[0].name if len(runs) == 1 else f"{len(runs)} result files"
+    out = [f"# xpnet benchmarks: {title}", ""]
+    out += _machine_lines(runs, stat)
+    out += _process_lines(runs, merged, stat)
     out += ["", LEGEND, ""]
     cases = _cases(results)
     families = _ordered(r.family for r in results)
@@ -327,9 +438,9 @@ def build_report(data, stat="median", source="results", png_note=None):
     for family in families:
         keys = [k for k in cases if next(iter(cases[k].values())).family == family]
         keys.sort(key=lambda k: (layers.index(k[0]), passes.index(k[1]), k[2]))
-        out += [f"## {family}", "", _markdown_table(TABLE_HEADER, [_row(k, cases[k]) for k in keys]), ""]
+        out += [f"## {family}", "", _markdown_table(TABLE_HEADER, [_row(k, cases[k], merged.ratios) for k in keys]), ""]
 
-    targets = gpu_targets(results)
+    targets = gpu_targets(results, merged.ratios)
     out += [f"## The GPU targets (training step at batch {TARGET_BATCH})", ""]
     if targets:
         out += [_markdown_table(("what", "measured", "target", "met"), targets, text_columns=4), ""]
@@ -362,8 +473,10 @@ def build_report(data, stat="median", source="results", png_note=None):
 
 
 def compare_table(new_data, old_data, stat="median", threshold=0.10, new_name="new", old_name="old"):
-    """Markdown: for each benchmark in both files, old and new time and new ÷ old; plus a summary line."""
-    new = {r.name: r for r in parse_results(new_data, stat)}
+    """Markdown: for each benchmark in both, old and new time and new ÷ old; plus a summary line.
+
+    ``new_data`` is one parsed file or a list of :class:`Run` (merged)."""
+    new = {r.name: r for r in merge_runs(_as_runs(new_data, new_name), stat).results}
     old = {r.name: r for r in parse_results(old_data, stat)}
     rows, slower, faster = [], 0, 0
     for name, r in new.items():
@@ -452,9 +565,11 @@ def plot_speedup(results, path):
 
 
 def add_arguments(parser):
-    parser.add_argument("results", metavar="RESULTS.json", help="written by pytest --benchmark-json")
+    parser.add_argument("results", metavar="RESULTS.json", nargs="+",
+                        help="written by pytest --benchmark-json, one per process (a case's time: the median over them)")
     parser.add_argument("--compare", metavar="BASELINE.json", help="show each benchmark's change from this file")
-    parser.add_argument("--out", metavar="DIR", help="where report.md and speedup.png go (default: next to RESULTS.json)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where report.md and speedup.png go (default: next to the first RESULTS.json)")
     parser.add_argument("--stat", choices=STATS, default="median", help="the statistic of the rounds")
     parser.add_argument("--threshold", type=positive_float, default=10.0,
                         help="percent change that --compare calls slower or faster")
@@ -469,18 +584,21 @@ def main(argv=None, prog="python -m xpnet.tools.benchreport"):
 
 def run(args, prog="xpnet bench report"):
     """Write report.md (and speedup.png where matplotlib is installed); returns the exit status."""
+    paths = [args.results] if isinstance(args.results, str) else list(args.results)
     try:
-        data = load_results(args.results)
+        runs = [Run(os.path.basename(path), load_results(path)) for path in paths]
         baseline = load_results(args.compare) if args.compare else None
     except (OSError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    results = parse_results(data, args.stat)
+    if len({run.name for run in runs}) < len(runs):
+        runs = [Run(path, run.data) for path, run in zip(paths, runs)]  # the same name in two folders
+    results = merge_runs(runs, args.stat).results
     if not results:
-        print(f"{prog}: error: {args.results} holds no timed benchmarks (a smoke run, with timing disabled, "
-              f"records none: run with XPNET_BENCH=1)", file=sys.stderr)
+        print(f"{prog}: error: {', '.join(paths)} hold{'s' if len(paths) == 1 else ''} no timed benchmarks "
+              f"(a smoke run, with timing disabled, records none: run with XPNET_BENCH=1)", file=sys.stderr)
         return 1
-    out_dir = args.out or os.path.dirname(os.path.abspath(args.results))
+    out_dir = args.out or os.path.dirname(os.path.abspath(paths[0]))
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, "speedup.png")
     try:
@@ -488,16 +606,17 @@ def run(args, prog="xpnet bench report"):
     except ImportError:
         png_note = "No speedup plot: matplotlib is not installed (pip install matplotlib)."
         print(f"{prog}: {png_note}", file=sys.stderr)
-    report = build_report(data, args.stat, os.path.basename(args.results), png_note)
+    report = build_report(runs, args.stat, png_note=png_note)
     if baseline is not None:
-        comparison = compare_table(data, baseline, args.stat, args.threshold / 100.0,
-                                   os.path.basename(args.results), os.path.basename(args.compare))
+        new_name = runs[0].name if len(runs) == 1 else f"{len(runs)} files"
+        comparison = compare_table(runs, baseline, args.stat, args.threshold / 100.0,
+                                   new_name, os.path.basename(args.compare))
         report += "\n" + comparison
         print(comparison)
     path = os.path.join(out_dir, "report.md")
     with atomic_write(path, "w") as fh:
         fh.write(report)
-    print(f"wrote {path} ({len(results)} benchmarks, {args.stat}s)"
+    print(f"wrote {path} ({len(results)} benchmarks from {len(runs)} file{'s' if len(runs) > 1 else ''}, {args.stat}s)"
           + (f" and {png}" if os.path.exists(png) and png_note.startswith("![") else ""))
     return 0
 
