@@ -25,7 +25,6 @@ import cpu_vs_pytorch as cvp  # noqa: E402
 
 CASES = {  # fast path: the networks whose training step it should speed up
     "input_gradient_by_gather": ("DeepConvNet",),
-    "scratch_buffers": ("SimpleConvNet", "DeepConvNet"),
     "keep_freed_memory": ("SimpleConvNet", "DeepConvNet"),
     "first_layer_without_input_gradient": ("SimpleConvNet", "DeepConvNet"),
 }

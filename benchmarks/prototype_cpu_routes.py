@@ -203,7 +203,7 @@ _buffers = None
 
 
 def scratch(slot, rows, cols):
-    """A per-thread reused buffer, as xpnet's ``util.scratch``."""
+    """A per-thread reused buffer (xpnet's layers had one, ``util.scratch``, until it was measured not to pay)."""
     from xpnet.util import scratch as xpnet_scratch
     import numpy as np
 

@@ -173,22 +173,6 @@ def test_channels_last_windows_and_their_adjoint(device, rng, shape, fh, fw, str
     assert float((windows * cols).sum()) == pytest.approx(float((img * back).sum()), rel=1e-12)
 
 
-def test_scratch_buffers_are_reused_per_slot_and_never_shared_between_slots(xp):
-    from xpnet.util import SCRATCH_KEEP_BYTES, scratch
-
-    a = scratch(xp, (4, 5), np.float32, slot=0)
-    assert a.shape == (4, 5) and a.dtype == np.float32
-    b = scratch(xp, (3, 2), np.float64, slot=1)
-    a[...], b[...] = 1, 2
-    assert float(a.sum()) == 20 and float(b.sum()) == 12  # the two slots do not overlap
-    bigger = scratch(xp, (100, 100), np.float32, slot=0)
-    assert bigger.shape == (100, 100)
-    if xp is np:  # on the host a slot's buffer is kept and reused; on the GPU CuPy's memory pool does that
-        assert np.shares_memory(scratch(xp, (10, 10), np.float32, slot=0), bigger)
-        huge = scratch(xp, (SCRATCH_KEEP_BYTES // 4 + 1,), np.float32, slot=0)  # too big to keep
-        assert not np.shares_memory(scratch(xp, (10, 10), np.float32, slot=0), huge)
-
-
 @pytest.mark.parametrize("pad_h, pad_w, fill", [(1, 1, 0.0), (2, 0, -np.inf), (0, 3, 0.0)])
 def test_pad_channels_last_into_a_given_buffer_matches_a_new_one(xp, device, rng, pad_h, pad_w, fill):
     from xpnet.util import pad_channels_last

@@ -6,8 +6,6 @@ name                                   the fast path                            
 ``input_gradient_by_gather``           ``Convolution._input_gradient_by_gather``:   the book's col2im: dcol = dout W,
                                        dx as im2col of the padded dout times the    then one strided add per filter
                                        flipped filters (stride 1, FN <= 2C)         offset
-``scratch_buffers``                    ``util.scratch``: each thread reuses its     a new array for every chunk of
-                                       buffers for a chunk's im2col columns         columns
 ``keep_freed_memory``                  ``hostmem.keep_freed_memory``: freed         glibc's defaults: big blocks
                                        blocks stay in the heap for the next step    go back to the system on free
 ``first_layer_without_input_gradient`` ``Network.gradient``: the first              dx of every layer, the first
@@ -29,7 +27,7 @@ import os
 
 __all__ = ["NAMES", "enabled", "disabled"]
 
-NAMES = ("input_gradient_by_gather", "scratch_buffers", "keep_freed_memory", "first_layer_without_input_gradient")
+NAMES = ("input_gradient_by_gather", "keep_freed_memory", "first_layer_without_input_gradient")
 ENV = "XPNET_CPU_FAST_PATHS_OFF"
 
 

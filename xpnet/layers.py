@@ -47,7 +47,6 @@ from .util import (
     map_elements,
     map_parts,
     pad_channels_last,
-    scratch,
     sum_in_order,
     window_offsets,
 )
@@ -597,8 +596,8 @@ class Convolution:
     :func:`xpnet.util.col2im_array`. The output is an (N, FN, OH, OW) view of
     channels-last memory, which the next Convolution or Pooling reads without
     a copy. The batch is unfolded in slices of at most ``col_bytes`` of
-    columns (per device kind), on the CPU into a buffer each thread reuses
-    and by every thread at once, and ``backward`` unfolds the input again
+    columns (per device kind), on the CPU by every thread at once, and
+    ``backward`` unfolds the input again
     instead of keeping every layer's columns alive.
     """
 
@@ -630,14 +629,9 @@ class Convolution:
         return row_parts(xp, n, rows, bytes_per_row, self.col_bytes["cpu"], self.col_bytes["gpu"])
 
     def _im2col(self, img, rows=slice(None)):
-        """The columns of ``img`` (n, H, W, C), output ``rows`` only, for this layer's window, stride and pad, in
-        a buffer each thread reuses."""
-        fn, c, fh, fw = self.W.shape
-        n, h, w, _ = img.shape
-        out_h = len(range(*rows.indices(conv_output_size(h, fh, self.stride, self.pad))))
-        count = n * out_h * conv_output_size(w, fw, self.stride, self.pad)
-        out = scratch(get_array_module(img), (count, fh * fw * c), img.dtype, slot=0)
-        return im2col_array(img, fh, fw, self.stride, self.pad, out=out, rows=None if rows == slice(None) else rows)
+        """The columns of ``img`` (n, H, W, C), output ``rows`` only, for this layer's window, stride and pad."""
+        fh, fw = self.W.shape[2:]
+        return im2col_array(img, fh, fw, self.stride, self.pad, rows=None if rows == slice(None) else rows)
 
     def _col_W(self):
         """W as a (FH*FW*C, FN) matrix, matching the (fy, fx, c) column order."""
@@ -718,8 +712,7 @@ class Convolution:
             if gather:
                 self._input_gradient_by_gather(d_img, dx[part], rows_of(h, k, cuts))
             elif dx is not None:
-                dcol = xp.matmul(d, col_W.T, out=scratch(xp, (d.shape[0], col_W.shape[0]), d.dtype, slot=1))
-                col2im_array(dcol, dx[part].shape, fh, fw, self.stride, self.pad, out=dx[part])
+                col2im_array(d @ col_W.T, dx[part].shape, fh, fw, self.stride, self.pad, out=dx[part])
             return dW, db
 
         widest = max(c, fn) if gather else c  # the columns of x, and of dout where dx is a gather
@@ -741,9 +734,8 @@ class Convolution:
         fn, c, fh, fw = self.W.shape
         flipped = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
         dx_rows = dx[:, rows]
-        d_col = scratch(xp, (dx_rows.size // c, fh * fw * fn), d_img.dtype, slot=1)
-        im2col_array(d_img, fh, fw, 1, (fh - 1 - self.pad, fw - 1 - self.pad), out=d_col,
-                     rows=None if rows == slice(None) else rows)
+        d_col = im2col_array(d_img, fh, fw, 1, (fh - 1 - self.pad, fw - 1 - self.pad),
+                             rows=None if rows == slice(None) else rows)
         xp.matmul(d_col, flipped, out=dx_rows.reshape(-1, c))
 
 

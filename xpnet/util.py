@@ -18,10 +18,7 @@ call the same entry points and reorder.
 
 from __future__ import annotations
 
-import math
-import threading
-
-from . import fastpaths, hostmem, kernels, threads
+from . import hostmem, kernels, threads
 from .backend import get_array_module, host_rng, to_numpy
 
 __all__ = ["conv_output_size", "im2col", "col2im", "im2col_array", "col2im_array", "smooth_curve", "shuffle_dataset"]
@@ -84,7 +81,7 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     stride : step between windows
     pad : zero padding on every side, or (rows, columns)
     out : optional array of N*OH*OW*FH*FW*C elements of img's dtype and
-        device to write the columns into (e.g. a :func:`scratch` buffer)
+        device to write the columns into
     rows : optional slice of the output rows to unfold (default: all OH)
 
     Returns
@@ -106,8 +103,7 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     if kernels.active(xp) and pad_h == pad_w and rows is None:
         return kernels.im2col(xp.ascontiguousarray(img), filter_h, filter_w, stride, pad_h, out_h, out_w, out=out)
     if pad_h or pad_w:
-        padded = scratch(xp, (n, h + 2 * pad_h, w + 2 * pad_w, c), img.dtype, slot="padded")
-        img = pad_channels_last(img, pad_h, pad_w, out=padded)
+        img = pad_channels_last(img, pad_h, pad_w)
     windows = windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w)
     if rows is not None:
         windows = windows[:, rows]
@@ -259,7 +255,7 @@ def channels_last(x):
 def pad_channels_last(x_nhwc, pad_h, pad_w=None, fill=0.0, out=None):
     """(N, H, W, C) padded by ``pad_h`` rows and ``pad_w`` (default ``pad_h``) columns on both
     sides with ``fill``, as a C-contiguous array: ``out`` (N, H + 2*pad_h, W + 2*pad_w, C) where
-    given (e.g. from :func:`scratch`), else a new one."""
+    given, else a new one."""
     xp = get_array_module(x_nhwc)
     pad_w = pad_h if pad_w is None else pad_w
     if not pad_h and not pad_w and out is None:
@@ -287,34 +283,6 @@ def windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w):
         shape=(n, out_h, out_w, filter_h, filter_w, c),
         strides=(sn, sh * stride, sw * stride, sh, sw, sc),
     )
-
-
-_scratch = threading.local()
-SCRATCH_KEEP_BYTES = 32 * 2**20  # about four of Convolution's chunks of columns
-
-
-def scratch(xp, shape, dtype, slot=0):
-    """An uninitialized array for a temporary that dies within one call (e.g. a chunk of im2col columns).
-
-    On the host, one buffer per (thread, ``slot``) is kept and reused: a
-    fresh large array costs a page fault per 4 KiB on every call (the C
-    library hands big blocks back to the system when they are freed), about
-    a tenth of a DeepConvNet step on two cores. Two temporaries alive at the
-    same time need two slots. Buffers larger than ``SCRATCH_KEEP_BYTES`` are
-    not kept. On the GPU, CuPy's memory pool already reuses memory, so this
-    is ``xp.empty``.
-    """
-    if xp.__name__ != "numpy" or not fastpaths.enabled("scratch_buffers"):
-        return xp.empty(shape, dtype=dtype)
-    dtype = xp.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > SCRATCH_KEEP_BYTES:
-        return xp.empty(shape, dtype=dtype)
-    buffers = _scratch.__dict__.setdefault("buffers", {})
-    buffer = buffers.get(slot)
-    if buffer is None or buffer.size < nbytes:
-        buffer = buffers[slot] = xp.empty(nbytes, dtype=xp.uint8)
-    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 def window_offsets(img, filter_h, filter_w, stride, out_h, out_w):
