@@ -25,15 +25,38 @@ def conv_results(rng, filters, channels):
     return [np.array(a) for a in (out, dx, conv.dW, conv.db)]
 
 
-@pytest.mark.parametrize("name", ["input_gradient_by_gather"])
-def test_a_convolution_without_the_fast_path_gives_the_same_results(name):
-    fast = conv_results(np.random.default_rng(0), 4, 3)  # 4 <= 2 * 3 filters: dx by gather
+@pytest.mark.parametrize("name, filters, channels", [
+    ("input_gradient_by_gather", 4, 3),  # 4 <= 2 * 3 filters: dx by gather
+    ("products_by_filter_row", 16, 12),  # window rows of 3 * 12 values; dx by gather, by filter row too
+    ("products_by_filter_row", 30, 12),  # 30 > 2 * 12 filters: dx scattered back from the columns
+])
+def test_a_convolution_without_the_fast_path_gives_the_same_results(name, filters, channels):
+    fast = conv_results(np.random.default_rng(0), filters, channels)
     with fastpaths.disabled(name):
         assert not fastpaths.enabled(name)
-        generic = conv_results(np.random.default_rng(0), 4, 3)
+        generic = conv_results(np.random.default_rng(0), filters, channels)
     assert fastpaths.enabled(name)
     for got, want in zip(fast, generic):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_products_by_filter_row_run_where_window_rows_are_wide_and_the_stride_is_one(monkeypatch):
+    from xpnet import layers
+
+    calls = []
+    window_rows = layers.window_rows
+    monkeypatch.setattr(layers, "window_rows", lambda *a, **k: calls.append(a[0].shape[-1]) or window_rows(*a, **k))
+    rng = np.random.default_rng(0)
+    conv_results(rng, 16, 12)  # forward, dW, dx: input rows of 3*12, dout rows of 3*16 values
+    assert sorted(set(calls)) == [12, 16]
+    calls.clear()
+    conv_results(rng, 16, 8)  # rows of 3*8 = 24 < 32 values: im2col; dout rows of 48 for dx
+    assert set(calls) == {16}
+    calls.clear()
+    W = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    conv = Convolution(W, np.zeros(16, np.float32), stride=2, pad=1)
+    conv.backward(np.ones(conv.forward(rng.standard_normal((2, 16, 9, 9)).astype(np.float32)).shape, np.float32))
+    assert calls == []  # stride 2: im2col
 
 
 def test_network_gradients_do_not_depend_on_the_first_layer_skipping_dx():

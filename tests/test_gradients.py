@@ -83,7 +83,9 @@ def test_batchnorm_in_test_mode(device, rng):
     "shape, filt, stride, pad",
     [((2, 3, 5, 5), (2, 3, 3), 1, 0), ((2, 2, 6, 5), (3, 2, 3), 2, 1), ((1, 2, 7, 7), (2, 3, 3), 3, 2),
      # stride 1 with padding, on both CPU routes to dx: the gather (FN <= 2C) and the scatter (FN > 2C)
-     ((2, 2, 5, 4), (3, 3, 3), 1, 1), ((1, 1, 5, 5), (3, 3, 3), 1, 1)],
+     ((2, 2, 5, 4), (3, 3, 3), 1, 1), ((1, 1, 5, 5), (3, 3, 3), 1, 1),
+     # window rows of FW*C >= 32 values: the products by filter row (forward, dW, and dx where FW*FN >= 32)
+     ((2, 12, 5, 4), (12, 3, 3), 1, 1), ((1, 11, 4, 4), (4, 3, 3), 1, 2), ((2, 8, 5, 5), (16, 2, 4), 1, 0)],
 )
 def test_convolution_with_stride_and_pad(device, rng, shape, filt, stride, pad):
     W = f64(rng, (filt[0], shape[1], filt[1], filt[2]), device)

@@ -310,6 +310,11 @@ def run_layers(rng, batch=13):
                                                    rng.standard_normal(5).astype(np.float32), pad=1),
                         "conv wide pad": Convolution(rng.standard_normal((5, 4, 3, 3)).astype(np.float32),
                                                      rng.standard_normal(5).astype(np.float32), pad=2),
+                        "conv by filter row": Convolution(rng.standard_normal((8, 4, 3, 9)).astype(np.float32),
+                                                          rng.standard_normal(8).astype(np.float32), pad=2),
+                        "conv by filter row, dx scattered": Convolution(
+                            rng.standard_normal((12, 4, 3, 9)).astype(np.float32),
+                            rng.standard_normal(12).astype(np.float32), pad=1),
                         "conv scatter": Convolution(rng.standard_normal((9, 4, 3, 3)).astype(np.float32),
                                                     rng.standard_normal(9).astype(np.float32), stride=2, pad=1),
                         "max pool": Pooling(2, 2, stride=2), "avg pool": Pooling(3, 3, stride=2, pad=1, mode="avg"),

@@ -147,6 +147,22 @@ def test_im2col_array_reads_channels_last_views_of_any_memory_order(xp, device, 
                                   windows_by_loops(to_numpy(view), 3, 3, 1, 1, 1))
 
 
+@pytest.mark.parametrize("fw, pad, first, count", [(3, 1, 0, None), (3, (2, 1), 1, 4), (5, 0, 2, 2)])
+def test_window_rows_are_the_rows_of_every_window(device, rng, fw, pad, first, count):
+    from xpnet.util import window_rows
+
+    host = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
+    pad_h, pad_w = pad if isinstance(pad, tuple) else (pad, pad)
+    padded = np.pad(host, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    rows = to_numpy(window_rows(to_device(host, device), fw, pad, first, count))
+    count = padded.shape[1] - first if count is None else count
+    out_w = padded.shape[2] - fw + 1
+    assert rows.shape == (2, count, out_w, fw * 3)
+    for y in range(count):
+        for ox in range(out_w):
+            np.testing.assert_array_equal(rows[:, y, ox], padded[:, first + y, ox:ox + fw].reshape(2, -1))
+
+
 def test_col2im_array_rejects_a_col_of_the_wrong_shape(xp):
     with pytest.raises(ValueError, match=r"col has shape \(16, 8\).*needs \(16, 9\)"):
         col2im_array(xp.zeros((16, 8), dtype=xp.float32), (1, 4, 4, 1), 3, 3, 1, 1)

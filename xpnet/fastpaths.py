@@ -6,6 +6,11 @@ name                                   the fast path                            
 ``input_gradient_by_gather``           ``Convolution._input_gradient_by_gather``:   the book's col2im: dcol = dout W,
                                        dx as im2col of the padded dout times the    then one strided add per filter
                                        flipped filters (stride 1, FN <= 2C)         offset
+``products_by_filter_row``             ``Convolution._products_by_filter_row``      im2col (FH*FW copies of the
+                                       and ``_weight_gradient_by_filter_row``:      input) and one product
+                                       window rows (FW copies of the input, no
+                                       FH), then one product per filter row
+                                       (stride 1, FW*C >= 32)
 ``keep_freed_memory``                  ``hostmem.keep_freed_memory``: freed         glibc's defaults: big blocks
                                        blocks stay in the heap for the next step    go back to the system on free
 ``first_layer_without_input_gradient`` ``Network.gradient``: the first              dx of every layer, the first
@@ -27,7 +32,8 @@ import os
 
 __all__ = ["NAMES", "enabled", "disabled"]
 
-NAMES = ("input_gradient_by_gather", "keep_freed_memory", "first_layer_without_input_gradient")
+NAMES = ("input_gradient_by_gather", "products_by_filter_row", "keep_freed_memory",
+         "first_layer_without_input_gradient")
 ENV = "XPNET_CPU_FAST_PATHS_OFF"
 
 

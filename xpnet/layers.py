@@ -45,6 +45,7 @@ from .util import (
     elementwise,
     im2col_array,
     map_elements,
+    window_rows,
     map_parts,
     pad_channels_last,
     sum_in_order,
@@ -602,6 +603,7 @@ class Convolution:
     """
 
     col_bytes = {"cpu": 2 * 2**20, "gpu": 512 * 2**20}  # on the CPU: columns that stay in cache for the product
+    filter_row_min_width = 32  # products_by_filter_row: narrower window rows make products too thin to pay
 
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
@@ -651,18 +653,58 @@ class Convolution:
         self.x_shape = x.shape
         self.x_nhwc = xp.ascontiguousarray(channels_last(x))  # free when x came from a Convolution or Pooling
         col_W = self._col_W()
+        by_filter_row = self._by_filter_row(xp, c)
+        W_rows = self._filter_rows() if by_filter_row else None
         out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
 
         def forward_part(item):
             """The book's steps on one slice of the batch (or rows of an image): im2col, one product, the bias."""
             part, k, cuts = item
             rows = rows_of(out_h, k, cuts)
-            out_rows = out[part, rows].reshape(-1, fn)  # a view: one image's rows, or whole images
-            xp.matmul(self._im2col(self.x_nhwc[part], rows), col_W, out=out_rows)
-            out_rows += self.b
+            if by_filter_row:
+                self._products_by_filter_row(self.x_nhwc[part], self.pad, W_rows, rows, out[part, rows])
+            else:
+                out_rows = out[part, rows].reshape(-1, fn)  # a view: one image's rows, or whole images
+                xp.matmul(self._im2col(self.x_nhwc[part], rows), col_W, out=out_rows)
+            out[part, rows] += self.b
 
         map_parts(xp, forward_part, self._items(n, out_h, out_w * fh * fw * c * x.itemsize))
         return out.transpose(0, 3, 1, 2)
+
+    def _by_filter_row(self, xp, channels):
+        """Whether the fast path ``products_by_filter_row`` applies: stride 1 on the CPU, and windows whose rows
+        hold at least ``filter_row_min_width`` values (FW * the input's channels)."""
+        fw = self.W.shape[3]
+        wide = fw * channels >= self.filter_row_min_width
+        return self.stride == 1 and wide and not kernels.active(xp) and fastpaths.enabled("products_by_filter_row")
+
+    def _filter_rows(self, flipped=False):
+        """W as FH matrices (FW*C, FN), one per filter row, in the (fx, c) order of :func:`window_rows`; or the
+        180-degree-rotated filters as FH matrices (FW*FN, C), which map dout to dx."""
+        fn, c, fh, fw = self.W.shape
+        if flipped:
+            return self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh, fw * fn, c)
+        return self.W.transpose(2, 3, 1, 0).reshape(fh, fw * c, fn)
+
+    @staticmethod
+    def _products_by_filter_row(img, pad, W_rows, rows, out):
+        """``out`` (n, r, OW, K) = the stride-1 convolution of ``img`` (n, H, W, C), padded by ``pad``, for the
+        output ``rows`` (r of them): the window rows of the input rows they need, then one product per filter
+        row, added up. ``W_rows`` (FH, FW*C, K); ``out`` must be a C-contiguous view."""
+        xp = get_array_module(img)
+        n, r, out_w, k = out.shape
+        fh = W_rows.shape[0]
+        first = rows.start or 0
+        px = window_rows(img, W_rows.shape[1] // img.shape[3], pad, first, r + fh - 1)
+        products = out.reshape(n, r * out_w, k)
+        width = px.shape[3]
+        xp.matmul(px[:, :r].reshape(n, r * out_w, width), W_rows[0], out=products)
+        if fh > 1:
+            term = xp.empty_like(products)
+            for fy in range(1, fh):
+                xp.matmul(px[:, fy:fy + r].reshape(n, r * out_w, width), W_rows[fy], out=term)
+                products += term
+        return px
 
     def _output_shape(self):
         """(N, FN, OH, OW) of the last forward, or None before any."""
@@ -700,6 +742,9 @@ class Convolution:
         gather = input_gradient and self._gathers_input_gradient(xp)
         dx = xp.empty((n, h, w, c), dtype=self.W.dtype) if input_gradient else None
         col_W = self._col_W()
+        by_filter_row = self._by_filter_row(xp, c)
+        dx_by_filter_row = gather and self._by_filter_row(xp, fn)
+        flipped_rows = self._filter_rows(flipped=True) if dx_by_filter_row else None
 
         def backward_part(item):
             """The book's steps on one slice of the batch (or rows of an image): dW and db of the slice, and its
@@ -708,8 +753,16 @@ class Convolution:
             rows = rows_of(out_h, k, cuts)
             d_img = xp.ascontiguousarray(dout[part])
             d = d_img[:, rows].reshape(-1, fn)
-            dW, db = d.T @ self._im2col(self.x_nhwc[part], rows), _column_sums(d)
-            if gather:
+            if by_filter_row:
+                dW = self._weight_gradient_by_filter_row(self.x_nhwc[part], d_img[:, rows], rows)
+            else:
+                dW = d.T @ self._im2col(self.x_nhwc[part], rows)
+            db = _column_sums(d)
+            if dx_by_filter_row:
+                dx_rows = rows_of(h, k, cuts)
+                self._products_by_filter_row(d_img, (fh - 1 - self.pad, fw - 1 - self.pad), flipped_rows, dx_rows,
+                                             dx[part, dx_rows])
+            elif gather:
                 self._input_gradient_by_gather(d_img, dx[part], rows_of(h, k, cuts))
             elif dx is not None:
                 col2im_array(d @ col_W.T, dx[part].shape, fh, fw, self.stride, self.pad, out=dx[part])
@@ -726,6 +779,18 @@ class Convolution:
         dW = sum_in_order([dW for dW, _ in parts])
         self.dW = xp.ascontiguousarray(dW.reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
         return None if dx is None else dx.transpose(0, 3, 1, 2)
+
+    def _weight_gradient_by_filter_row(self, img, d, rows):
+        """dW (FN, FH*FW*C), (fy, fx, c) columns, of one slice from its input ``img`` (n, H, W, C) and the
+        gradient ``d`` (n, r, OW, FN) of its output ``rows``: per filter row, the window rows' products with d,
+        summed over the slice's images."""
+        xp = get_array_module(img)
+        fn, c, fh, fw = self.W.shape
+        n, r, out_w, _ = d.shape
+        px = window_rows(img, fw, self.pad, rows.start or 0, r + fh - 1)
+        d_t = d.reshape(n, r * out_w, fn).transpose(0, 2, 1)
+        return xp.concatenate([xp.matmul(d_t, px[:, fy:fy + r].reshape(n, r * out_w, fw * c)).sum(axis=0)
+                               for fy in range(fh)], axis=1)
 
     def _input_gradient_by_gather(self, d_img, dx, rows):
         """``rows`` of dx (n, H, W, C) of one slice as im2col of its dout (n, OH, OW, FN), padded by

@@ -112,6 +112,29 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     return col.reshape(-1, filter_h * filter_w * c)
 
 
+def window_rows(img, filter_w, pad=0, first=0, count=None):
+    """im2col along x only: for rows ``first .. first + count - 1`` of the padded channels-last ``img``
+    (N, H, W, C) and every output column ox, the FW*C values (fx, c) of a window's row there.
+
+    Returns a C-contiguous (N, count, OW, FW*C) array, ``count`` defaulting to
+    the padded height, OW = W + 2*pad_w - FW + 1 (stride 1). The window of
+    output (oy, ox) is rows oy .. oy + FH - 1 of it at column ox, so a
+    convolution of stride 1 is FH products of (FW*C)-wide columns
+    (``Convolution``'s fast path ``products_by_filter_row``): FW copies of
+    the input instead of im2col's FH*FW.
+    """
+    xp = get_array_module(img)
+    pad_h, pad_w = _pads(pad)
+    padded = pad_channels_last(img, pad_h, pad_w) if pad_h or pad_w else img
+    n, hp, wp, c = padded.shape
+    count = hp - first if count is None else count
+    out_w = conv_output_size(wp, filter_w)
+    rows = padded[:, first:first + count]
+    sn, sh, sw, sc = rows.strides
+    windows = xp.lib.stride_tricks.as_strided(rows, shape=(n, count, out_w, filter_w, c), strides=(sn, sh, sw, sw, sc))
+    return xp.ascontiguousarray(windows).reshape(n, count, out_w, filter_w * c)
+
+
 def col2im_array(col, img_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     """The adjoint of :func:`im2col_array`: add every column entry back into its pixel.
 
