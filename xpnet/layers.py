@@ -187,7 +187,7 @@ class Relu:
 
 def _relu_and_mask(out, x, mask):
     xp = get_array_module(x)
-    out[...] = relu(x)  # NaN stays NaN
+    relu(x, out=out)  # NaN stays NaN
     xp.greater(x, 0, out=mask)
 
 
