@@ -26,6 +26,7 @@ import cpu_vs_pytorch as cvp  # noqa: E402
 CASES = {  # fast path: the networks whose training step it should speed up
     "input_gradient_by_gather": ("DeepConvNet",),
     "products_by_filter_row": ("DeepConvNet",),  # SimpleConvNet's one convolution has rows of 5 values
+    "columns_by_offset": ("SimpleConvNet", "DeepConvNet"),  # their first convolutions: 1 channel
     "keep_freed_memory": ("SimpleConvNet", "DeepConvNet"),
     "first_layer_without_input_gradient": ("SimpleConvNet", "DeepConvNet"),
 }

@@ -29,6 +29,7 @@ def conv_results(rng, filters, channels):
     ("input_gradient_by_gather", 4, 3),  # 4 <= 2 * 3 filters: dx by gather
     ("products_by_filter_row", 16, 12),  # window rows of 3 * 12 values; dx by gather, by filter row too
     ("products_by_filter_row", 30, 12),  # 30 > 2 * 12 filters: dx scattered back from the columns
+    ("columns_by_offset", 16, 1), ("columns_by_offset", 4, 3),  # few channels: columns one offset at a time
 ])
 def test_a_convolution_without_the_fast_path_gives_the_same_results(name, filters, channels):
     fast = conv_results(np.random.default_rng(0), filters, channels)
@@ -57,6 +58,17 @@ def test_the_products_by_filter_row_run_where_window_rows_are_wide_and_the_strid
     conv = Convolution(W, np.zeros(16, np.float32), stride=2, pad=1)
     conv.backward(np.ones(conv.forward(rng.standard_normal((2, 16, 9, 9)).astype(np.float32)).shape, np.float32))
     assert calls == []  # stride 2: im2col
+
+
+@pytest.mark.parametrize("channels, by_offset", [(1, True), (3, True), (4, False)])
+def test_the_columns_by_offset_are_built_for_inputs_of_at_most_three_channels(monkeypatch, channels, by_offset):
+    from xpnet import layers
+
+    calls = []
+    by_offsets = layers.im2col_by_offsets
+    monkeypatch.setattr(layers, "im2col_by_offsets", lambda *a, **k: calls.append(1) or by_offsets(*a, **k))
+    conv_results(np.random.default_rng(0), 6, channels)
+    assert bool(calls) is by_offset
 
 
 def test_network_gradients_do_not_depend_on_the_first_layer_skipping_dx():

@@ -163,6 +163,16 @@ def test_window_rows_are_the_rows_of_every_window(device, rng, fw, pad, first, c
             np.testing.assert_array_equal(rows[:, y, ox], padded[:, first + y, ox:ox + fw].reshape(2, -1))
 
 
+@pytest.mark.parametrize("shape, fh, fw, stride, pad", IM2COL_CASES)
+@pytest.mark.parametrize("rows", [None, slice(1, 3)])
+def test_im2col_by_offsets_gives_the_columns_of_im2col_array(device, rng, shape, fh, fw, stride, pad, rows):
+    from xpnet.util import im2col_by_offsets
+
+    x = to_device(rng.standard_normal(shape).astype(np.float32), device)
+    np.testing.assert_array_equal(to_numpy(im2col_by_offsets(x, fh, fw, stride, pad, rows=rows)),
+                                  to_numpy(im2col_array(x, fh, fw, stride, pad, rows=rows)))
+
+
 def test_col2im_array_rejects_a_col_of_the_wrong_shape(xp):
     with pytest.raises(ValueError, match=r"col has shape \(16, 8\).*needs \(16, 9\)"):
         col2im_array(xp.zeros((16, 8), dtype=xp.float32), (1, 4, 4, 1), 3, 3, 1, 1)

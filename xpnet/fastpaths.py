@@ -11,6 +11,10 @@ name                                   the fast path                            
                                        window rows (FW copies of the input, no
                                        FH), then one product per filter row
                                        (stride 1, FW*C >= 32)
+``columns_by_offset``                  ``util.im2col_by_offsets``: the columns of   im2col's strided copy, in runs
+                                       inputs of at most 3 channels, one copy per   of FW*C values
+                                       window offset and channel (runs along an
+                                       output row), read transposed by BLAS
 ``keep_freed_memory``                  ``hostmem.keep_freed_memory``: freed         glibc's defaults: big blocks
                                        blocks stay in the heap for the next step    go back to the system on free
 ``first_layer_without_input_gradient`` ``Network.gradient``: the first              dx of every layer, the first
@@ -32,7 +36,7 @@ import os
 
 __all__ = ["NAMES", "enabled", "disabled"]
 
-NAMES = ("input_gradient_by_gather", "products_by_filter_row", "keep_freed_memory",
+NAMES = ("input_gradient_by_gather", "products_by_filter_row", "columns_by_offset", "keep_freed_memory",
          "first_layer_without_input_gradient")
 ENV = "XPNET_CPU_FAST_PATHS_OFF"
 

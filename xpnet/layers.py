@@ -44,6 +44,7 @@ from .util import (
     conv_output_size,
     elementwise,
     im2col_array,
+    im2col_by_offsets,
     map_elements,
     window_rows,
     map_parts,
@@ -604,6 +605,7 @@ class Convolution:
 
     col_bytes = {"cpu": 2 * 2**20, "gpu": 512 * 2**20}  # on the CPU: columns that stay in cache for the product
     filter_row_min_width = 32  # products_by_filter_row: narrower window rows make products too thin to pay
+    offset_max_channels = 3  # columns_by_offset: images of more channels have im2col runs long enough to copy
 
     def __init__(self, W, b, stride=1, pad=0):
         if W.ndim != 4:
@@ -631,9 +633,19 @@ class Convolution:
         return row_parts(xp, n, rows, bytes_per_row, self.col_bytes["cpu"], self.col_bytes["gpu"])
 
     def _im2col(self, img, rows=slice(None)):
-        """The columns of ``img`` (n, H, W, C), output ``rows`` only, for this layer's window, stride and pad."""
+        """The columns of ``img`` (n, H, W, C), output ``rows`` only, for this layer's window, stride and pad: an
+        (n*OH*OW, FH*FW*C) matrix, built by offsets (fast path ``columns_by_offset``) for few channels."""
         fh, fw = self.W.shape[2:]
-        return im2col_array(img, fh, fw, self.stride, self.pad, rows=None if rows == slice(None) else rows)
+        rows = None if rows == slice(None) else rows
+        if self._columns_by_offset(get_array_module(img)):
+            return im2col_by_offsets(img, fh, fw, self.stride, self.pad, rows=rows)
+        return im2col_array(img, fh, fw, self.stride, self.pad, rows=rows)
+
+    def _columns_by_offset(self, xp):
+        """Whether the fast path ``columns_by_offset`` applies: on the CPU, for inputs of at most
+        ``offset_max_channels`` channels."""
+        c = self.W.shape[1]
+        return c <= self.offset_max_channels and xp.__name__ == "numpy" and fastpaths.enabled("columns_by_offset")
 
     def _col_W(self):
         """W as a (FH*FW*C, FN) matrix, matching the (fy, fx, c) column order."""

@@ -112,6 +112,33 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     return col.reshape(-1, filter_h * filter_w * c)
 
 
+def im2col_by_offsets(img, filter_h, filter_w, stride=1, pad=0, rows=None):
+    """:func:`im2col_array`'s columns (N*OH*OW, FH*FW*C), (fy, fx, c) order, built one window offset and
+    channel at a time: an F-ordered view of a (FH*FW*C, N*OH*OW) array whose row (fy, fx, c) is the strided
+    view ``padded[:, fy::stride, fx::stride, c]`` copied once.
+
+    For images of few channels (the first layer of a network), where
+    im2col's runs of FW*C values are too short to copy fast: here each copy
+    runs along a whole output row. A matrix product takes the view as it
+    is (BLAS reads it transposed). ``rows``: a slice of the output rows.
+    """
+    xp = get_array_module(img)
+    n, h, w, c = img.shape
+    pad_h, pad_w = _pads(pad)
+    out_h = conv_output_size(h, filter_h, stride, pad_h)
+    out_w = conv_output_size(w, filter_w, stride, pad_w)
+    padded = pad_channels_last(img, pad_h, pad_w) if pad_h or pad_w else img
+    first, stop, _ = (rows or slice(None)).indices(out_h)
+    count = max(stop - first, 0)
+    columns = xp.empty((filter_h, filter_w, c, n, count, out_w), dtype=img.dtype)
+    for fy in range(filter_h):
+        top = fy + first * stride
+        for fx in range(filter_w):
+            xp.copyto(columns[fy, fx], padded[:, top:top + stride * (count - 1) + 1:stride,
+                                              fx:fx + stride * (out_w - 1) + 1:stride, :].transpose(3, 0, 1, 2))
+    return columns.reshape(filter_h * filter_w * c, n * count * out_w).T
+
+
 def window_rows(img, filter_w, pad=0, first=0, count=None):
     """im2col along x only: for rows ``first .. first + count - 1`` of the padded channels-last ``img``
     (N, H, W, C) and every output column ox, the FW*C values (fx, c) of a window's row there.
