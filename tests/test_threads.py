@@ -459,3 +459,20 @@ def test_optimizer_updates_in_slices_equal_the_update_of_the_whole(name, monkeyp
             optimizer.update(params, {"W": g})
         results.append(params["W"])
     np.testing.assert_array_equal(results[0], results[1])  # elementwise: no reassociation at all
+
+
+def test_an_optimizer_updates_every_parameter_in_one_parallel_call(monkeypatch):
+    monkeypatch.setattr(util, "SERIAL_BYTES", 0)
+    xpnet.set_num_threads(2)
+    sizes = []
+    parallel_map = threads.parallel_map
+    monkeypatch.setattr(threads, "parallel_map", lambda fn, items: sizes.append(len(items)) or parallel_map(fn, items))
+    rng = np.random.default_rng(2)
+    params = {"W1": rng.standard_normal((400, 300)).astype(np.float32), "b1": np.zeros(300, np.float32),
+              "W2": rng.standard_normal((300, 10)).astype(np.float32).T}  # a transposed view: updated whole
+    grads = {key: np.ones_like(value) for key, value in params.items()}
+    before = {key: value.copy() for key, value in params.items()}
+    get_optimizer("adam", lr=0.1).update(params, grads)
+    assert len(sizes) == 1 and sizes[0] >= 4  # W1 in slices for both threads, b1, W2
+    for key in params:
+        assert np.all(params[key] < before[key])  # every parameter moved against its gradient

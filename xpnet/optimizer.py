@@ -97,6 +97,7 @@ class Optimizer:
         self._check(params, grads)
         self.iter += 1
         self._begin()
+        host_work = []  # (param, grad, state) of the host arrays: updated together, in slices, by every thread
         for key, grad in grads.items():
             param = params[key]
             if _is_scalar(param):
@@ -104,16 +105,23 @@ class Optimizer:
                 value = xp.array(param, dtype=xp.result_type(param, 0.0))
                 self._step(xp, key, value, grad.astype(value.dtype, copy=False))
                 params[key] = value[()] if isinstance(param, xp.generic) else value.item()
+                continue
+            xp = get_array_module(param)
+            state = [self._state(slot, key, param) for slot in self.slots]
+            if xp.__name__ == "numpy":
+                host_work.append((param, grad, state))
             else:
-                self._step(get_array_module(param), key, param, grad)
+                self._step(xp, key, param, grad, state)
+        if host_work:
+            _in_slices(self._apply, host_work)
 
-    def _step(self, xp, key, param, grad):
-        """Update one parameter in place: one kernel launch on the GPU, slices in parallel on the CPU."""
-        state = [self._state(slot, key, param) for slot in self.slots]
+    def _step(self, xp, key, param, grad, state=None):
+        """Update one parameter in place: one kernel launch on the GPU, the ``xp`` code elsewhere."""
+        state = [self._state(slot, key, param) for slot in self.slots] if state is None else state
         if kernels.active(xp):
             kernels.update(self.kernel, grad, *self._scalars(), param, *state)
         else:
-            _in_slices(xp, self._apply, param, grad, *state)
+            self._apply(xp, param, grad, *state)
 
     def _scalar_gradient(self, key, param, grad):
         """A scalar gradient (a Python number, or any 0-d array of a scalar parameter) as a 0-d array:
@@ -418,19 +426,29 @@ class AdamW(Adam):
 SLICE_BYTES = 2**18  # of one parameter: with its gradient and state, a slice stays in a core's cache
 
 
-def _in_slices(xp, apply, param, grad, *state):
-    """``apply(xp, param, grad, *state)``; on the CPU over slices of a large parameter, in parallel.
+def _in_slices(apply, work):
+    """``apply(numpy, param, grad, *state)`` for every ``(param, grad, state)`` of ``work`` (host arrays), over
+    slices of the large parameters, all in one parallel call.
 
     Every update is elementwise, so slices of the flattened arrays give the
     very same result as the whole arrays, whatever the thread count.
     """
-    arrays = (param, *state)
-    if xp.__name__ != "numpy" or not all(a.flags.c_contiguous for a in arrays):
-        return apply(xp, param, grad, *state)
-    flat = [a.reshape(-1) for a in arrays]
-    flat_grad = grad.reshape(-1)
-    slices = batch_parts(xp, param.size, param.itemsize * (len(arrays) + 1), SLICE_BYTES)
-    map_parts(xp, lambda s: apply(xp, flat[0][s], flat_grad[s], *(a[s] for a in flat[1:])), slices)
+    xp = get_array_module(work[0][0])
+    items = []  # (param, grad, state, slice)
+    for param, grad, state in work:
+        arrays = (param, *state)
+        if not all(a.flags.c_contiguous for a in arrays):
+            items.append((param, grad, state, ...))
+            continue
+        flat, flat_grad = [a.reshape(-1) for a in arrays], grad.reshape(-1)
+        for s in batch_parts(xp, param.size, param.itemsize * (len(arrays) + 1), SLICE_BYTES):
+            items.append((flat[0], flat_grad, flat[1:], s))
+
+    def update(item):
+        param, grad, state, s = item
+        apply(xp, param[s], grad[s], *(a[s] for a in state))
+
+    map_parts(xp, update, items)
 
 
 def _is_scalar(value):
