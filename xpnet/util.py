@@ -358,7 +358,7 @@ def add_windows_channels_last(img, cols, stride):
 # --- slices of a batch, run on every core ------------------------------------------------------------
 
 
-SERIAL_BYTES = 1048576
+SERIAL_BYTES = 2**16
 ROWS_MIN_BYTES = 2**19  # the least work of a run of rows of one image (see row_parts)
 PART_BYTES = 2**20  # a slice of elementwise work: its operands stay in a core's cache between operations
 
