@@ -293,16 +293,19 @@ class Affine:
         # even as one slice of each, the products run inside xpnet's work, where BLAS is held at one thread.
         self.dW = xp.empty_like(self.W)
         dx = xp.empty((n, d), dtype=self.W.dtype)
-        rows = [("dW", rows) for rows in split(d, len(parts))] + [("dx", part) for part in parts]
+        if len(parts) == 1:  # small: both products in one item, no thread woken
+            items = [(("dW", slice(None)), ("dx", slice(None)))]
+        else:
+            items = [(("dW", rows),) for rows in split(d, len(parts))] + [(("dx", part),) for part in parts]
 
         def backward_part(item):
-            which, part = item
-            if which == "dW":
-                xp.matmul(self.x[:, part].T, dout, out=self.dW[part])
-            else:
-                xp.matmul(dout[part], self.W.T, out=dx[part])
+            for which, part in item:
+                if which == "dW":
+                    xp.matmul(self.x[:, part].T, dout, out=self.dW[part])
+                else:
+                    xp.matmul(dout[part], self.W.T, out=dx[part])
 
-        map_parts(xp, backward_part, rows)
+        map_parts(xp, backward_part, items)
         return dx.reshape(self.original_x_shape)
 
 
