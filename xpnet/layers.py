@@ -606,7 +606,7 @@ class Convolution:
     instead of keeping every layer's columns alive.
     """
 
-    col_bytes = {"cpu": 2 * 2**20, "gpu": 512 * 2**20}  # on the CPU: columns that stay in cache for the product
+    col_bytes = {"cpu": 8 * 2**20, "gpu": 512 * 2**20}  # CPU: few enough items that threads seldom wait on the GIL
     filter_row_min_width = 32  # products_by_filter_row: narrower window rows make products too thin to pay
     offset_max_channels = 3  # columns_by_offset: images of more channels have im2col runs long enough to copy
 
