@@ -602,8 +602,17 @@ class Convolution:
     channels-last memory, which the next Convolution or Pooling reads without
     a copy. The batch is unfolded in slices of at most ``col_bytes`` of
     columns (per device kind), on the CPU by every thread at once, and
-    ``backward`` unfolds the input again
-    instead of keeping every layer's columns alive.
+    ``backward`` unfolds the input again instead of keeping every layer's
+    columns alive.
+
+    On the CPU, three fast paths (:mod:`xpnet.fastpaths`) replace steps of
+    that generic code where they pay: ``products_by_filter_row`` (stride 1,
+    window rows of at least ``filter_row_min_width`` values: one product per
+    filter row over :func:`xpnet.util.window_rows` instead of one over the
+    full columns), ``columns_by_offset`` (inputs of at most
+    ``offset_max_channels`` channels: :func:`xpnet.util.im2col_by_offsets`)
+    and ``input_gradient_by_gather`` (dx as a convolution of dout with the
+    rotated filters instead of col2im).
     """
 
     col_bytes = {"cpu": 8 * 2**20, "gpu": 512 * 2**20}  # CPU: few enough items that threads seldom wait on the GIL

@@ -14,6 +14,11 @@ book's order.
 (N, C, H, W) images and (c, fy, fx) column order, for code written against
 the book (its ``col_W = W.reshape(FN, -1).T`` relies on that order). They
 call the same entry points and reorder.
+
+Two other ways to the same products serve Convolution's CPU fast paths:
+:func:`window_rows` (im2col along x only, for one product per filter row)
+and :func:`im2col_by_offsets` (the columns of images of few channels, built
+one window offset at a time).
 """
 
 from __future__ import annotations
