@@ -46,9 +46,9 @@ def sigmoid_grad(x):
     return (1.0 - y) * y
 
 
-def relu(x, out=None):
-    """max(x, 0), element by element, in ``x``'s dtype; into ``out`` where given (an array of x's shape)."""
-    return get_array_module(x).maximum(x, 0, out=out)
+def relu(x):
+    """max(x, 0), element by element, in ``x``'s dtype."""
+    return get_array_module(x).maximum(x, 0)
 
 
 def relu_grad(x):

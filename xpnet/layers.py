@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from . import backend, fastpaths, kernels
 from .backend import DeviceError, get_array_module
-from .functions import log_softmax, relu, sigmoid
+from .functions import log_softmax, sigmoid
 from .labels import class_indices
 from .threads import split
 from .util import (
@@ -188,7 +188,7 @@ class Relu:
 
 def _relu_and_mask(out, x, mask):
     xp = get_array_module(x)
-    relu(x, out=out)  # NaN stays NaN
+    xp.maximum(x, 0, out=out)  # functions.relu (the book's signature) written in place; NaN stays NaN
     xp.greater(x, 0, out=mask)
 
 
