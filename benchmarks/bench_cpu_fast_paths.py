@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent / "cpu_fast_paths.py"
 
 
@@ -21,3 +23,15 @@ def test_the_fast_path_benchmark_times_each_fast_path_on_and_off(tmp_path):
     assert all(r["gain"] == r["off_ms"] / r["on_ms"] and r["cpu_gain"] == r["off_cpu_ms"] / r["on_cpu_ms"]
                for r in result["rows"])
     assert "| first_layer_without_input_gradient | SimpleConvNet train | 1 |" in json_file.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_an_inference_fast_path_is_timed_on_inference(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "1", "--steps", "1", "--batch", "4", "--threads", "2",
+                           "--fast-paths", "inference_by_slices", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (json_file,) = tmp_path.glob("cpu-fast-paths-*core-*.json")
+    rows = json.loads(json_file.read_text())["rows"]
+    assert [(r["fast_path"], r["case"], r["threads"]) for r in rows] == [
+        ("inference_by_slices", "SimpleConvNet inference", 2), ("inference_by_slices", "DeepConvNet inference", 2)]

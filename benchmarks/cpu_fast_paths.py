@@ -1,10 +1,10 @@
-"""Each CPU fast path on and off: does it pay? Training steps timed in processes of their own, alternating.
+"""Each CPU fast path on and off: does it pay? The cases it serves timed in processes of their own, alternating.
 
     python benchmarks/cpu_fast_paths.py [--threads 1 2] [--rounds 5] [--steps 15] [--out DIR]
 
-For every fast path of :mod:`xpnet.fastpaths`, the training steps it
-speeds up (forward, backward and an SGD update, batch 100, float32) run
-with it on, and off (``XPNET_CPU_FAST_PATHS_OFF=<name>``), each in a
+For every fast path of :mod:`xpnet.fastpaths`, the cases it speeds up
+(training steps: forward, backward and an SGD update; or inference; batch
+100, float32) run with it on, and off (``XPNET_CPU_FAST_PATHS_OFF=<name>``), each in a
 fresh process, on and off alternating round by round at each thread
 count. A case's time is the median over rounds of each process's median.
 ``gain`` is the time off divided by the time on: above 1, the fast path
@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cpu_vs_pytorch as cvp  # noqa: E402
 
-CASES = {  # fast path: the networks whose training step it should speed up
-    "input_gradient_by_gather": ("DeepConvNet",),
-    "products_by_filter_row": ("DeepConvNet",),  # SimpleConvNet's one convolution has rows of 5 values
-    "columns_by_offset": ("SimpleConvNet", "DeepConvNet"),  # their first convolutions: 1 channel
-    "keep_freed_memory": ("SimpleConvNet", "DeepConvNet"),
-    "first_layer_without_input_gradient": ("SimpleConvNet", "DeepConvNet"),
+CASES = {  # fast path: the cases (network and pass) it should speed up
+    "input_gradient_by_gather": ("DeepConvNet train",),
+    "products_by_filter_row": ("DeepConvNet train",),  # SimpleConvNet's one convolution has rows of 5 values
+    "columns_by_offset": ("SimpleConvNet train", "DeepConvNet train"),  # their first convolutions: 1 channel
+    "inference_by_slices": ("SimpleConvNet inference", "DeepConvNet inference"),  # at 1 thread: not taken
+    "keep_freed_memory": ("SimpleConvNet train", "DeepConvNet train"),
+    "first_layer_without_input_gradient": ("SimpleConvNet train", "DeepConvNet train"),
 }
 
 
@@ -37,13 +38,13 @@ def measure(thread_counts, rounds, batch, steps, names):
     for r in range(rounds):
         for threads in thread_counts:
             for name in names:
-                networks = ",".join(CASES[name])
+                networks = ",".join(dict.fromkeys(case.split()[0] for case in CASES[name]))
                 for state in (("on", "off") if r % 2 == 0 else ("off", "on")):
                     load = os.getloadavg()[0]
                     env = {"XPNET_CPU_FAST_PATHS_OFF": name if state == "off" else ""}
                     ms = cvp.run_child("time", "xpnet", threads, batch, steps, networks, threads=threads, env=env)
                     records.append({"fast_path": name, "state": state, "threads": threads, "round": r, "load": load,
-                                    **{key: {case: v for case, v in values.items() if case.endswith("train")}
+                                    **{key: {case: v for case, v in values.items() if case in CASES[name]}
                                        for key, values in ms.items()}})
                     print(f"round {r + 1}/{rounds}: {name} {state} at {threads} threads, load {load:.2f}",
                           file=sys.stderr)

@@ -82,6 +82,51 @@ def test_network_gradients_do_not_depend_on_the_first_layer_skipping_dx():
         np.testing.assert_array_equal(fast[key], generic[key])
 
 
+def inference_networks():
+    from xpnet.nets import MultiLayerNetExtend
+
+    xpnet.seed(4)
+    return {"SimpleConvNet": xpnet.nets.SimpleConvNet(), "DeepConvNet": xpnet.nets.DeepConvNet(),
+            "MultiLayerNetExtend": MultiLayerNetExtend(784, [50, 40], 10, use_batchnorm=True,
+                                                       use_dropout=True, dropout_ration=0.3)}
+
+
+@pytest.mark.parametrize("name", ["SimpleConvNet", "DeepConvNet", "MultiLayerNetExtend"])
+def test_inference_by_slices_gives_the_scores_of_the_layer_by_layer_pass(name):
+    net = inference_networks()[name]
+    rng = np.random.default_rng(3)
+    x = rng.random((37, 1, 28, 28), dtype=np.float32)
+    if name == "MultiLayerNetExtend":
+        x = x.reshape(37, 784)
+        net.gradient(x, rng.integers(0, 10, 37))  # batch statistics into the running ones
+    xpnet.set_num_threads(3)
+    try:
+        assert net._infers_by_slices(x)
+        fast, again = net.predict(x), net.predict(x)
+        with fastpaths.disabled("inference_by_slices"):
+            assert not net._infers_by_slices(x)
+            generic = net.predict(x)
+    finally:
+        xpnet.set_num_threads(None)
+    np.testing.assert_array_equal(fast, again)
+    np.testing.assert_allclose(fast, generic, rtol=1e-5, atol=1e-5 * float(np.abs(generic).max()))
+
+
+def test_inference_by_slices_is_for_evaluation_only_and_leaves_training_to_the_layers():
+    net = inference_networks()["DeepConvNet"]
+    x = np.random.default_rng(0).random((32, 1, 28, 28), dtype=np.float32)  # 100 kB: worth two threads
+    xpnet.set_num_threads(2)
+    try:
+        calls = []
+        net._scores_by_slices = lambda x: calls.append(x) or None
+        net.gradient(x, np.arange(32) % 10)  # training: the layers keep what backward needs
+        assert calls == []
+        net.predict(x)
+        assert len(calls) == 1
+    finally:
+        xpnet.set_num_threads(None)
+
+
 def test_unknown_names_are_refused_with_the_list_of_names():
     with pytest.raises(ValueError, match="unknown fast paths.*input_gradient_by_gather"):
         with fastpaths.disabled("im2col_by_magic"):
