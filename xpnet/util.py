@@ -76,6 +76,20 @@ def _pads(pad):
     return pad, pad
 
 
+def _check_columns(what, col, image_shape, n, h, w, c, filter_h, filter_w, stride, pad):
+    """(OH, OW), after checking that ``col`` has the (N*OH*OW, FH*FW*C) shape of the columns of the image."""
+    pad_h, pad_w = _pads(pad)
+    out_h = conv_output_size(h, filter_h, stride, pad_h)
+    out_w = conv_output_size(w, filter_w, stride, pad_w)
+    expected = (n * out_h * out_w, filter_h * filter_w * c)
+    if tuple(col.shape) != expected:
+        raise ValueError(
+            f"{what}: col has shape {tuple(col.shape)}, but an image {tuple(image_shape)} with a "
+            f"{filter_h}x{filter_w} window, stride {stride}, pad {pad} needs {expected}"
+        )
+    return out_h, out_w
+
+
 def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     """Unfold every filter window of a channels-last batch into one row: xpnet's im2col, on either device.
 
@@ -183,14 +197,7 @@ def col2im_array(col, img_shape, filter_h, filter_w, stride=1, pad=0, out=None):
         raise ValueError(f"col2im_array: img_shape must be (N, H, W, C), got {tuple(img_shape)}")
     n, h, w, c = (int(s) for s in img_shape)
     pad_h, pad_w = _pads(pad)
-    out_h = conv_output_size(h, filter_h, stride, pad_h)
-    out_w = conv_output_size(w, filter_w, stride, pad_w)
-    expected = (n * out_h * out_w, filter_h * filter_w * c)
-    if tuple(col.shape) != expected:
-        raise ValueError(
-            f"col2im_array: col has shape {tuple(col.shape)}, but an image {(n, h, w, c)} with a "
-            f"{filter_h}x{filter_w} window, stride {stride}, pad {(pad_h, pad_w)} needs {expected}"
-        )
+    out_h, out_w = _check_columns("col2im_array", col, (n, h, w, c), n, h, w, c, filter_h, filter_w, stride, pad)
     if kernels.active(xp) and pad_h == pad_w:
         return kernels.col2im(col, (n, h, w, c), filter_h, filter_w, stride, pad_h, out_h, out_w, out=out)
     padded = xp.zeros((n, h + 2 * pad_h, w + 2 * pad_w, c), dtype=col.dtype)
@@ -247,16 +254,8 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     if len(input_shape) != 4:
         raise ValueError(f"col2im input_shape must be (N, C, H, W), got {tuple(input_shape)}")
     n, c, h, w = (int(s) for s in input_shape)
-    pad_h, pad_w = _pads(pad)
-    out_h = conv_output_size(h, filter_h, stride, pad_h)
-    out_w = conv_output_size(w, filter_w, stride, pad_w)
-    expected = (n * out_h * out_w, c * filter_h * filter_w)
-    if tuple(col.shape) != expected:
-        raise ValueError(
-            f"col2im: col has shape {tuple(col.shape)}, but input {tuple(input_shape)} with a "
-            f"{filter_h}x{filter_w} window, stride {stride}, pad {pad} needs {expected}"
-        )
-    ours = col.reshape(-1, c, filter_h * filter_w).transpose(0, 2, 1).reshape(expected[0], -1)
+    _check_columns("col2im", col, tuple(input_shape), n, h, w, c, filter_h, filter_w, stride, pad)
+    ours = col.reshape(-1, c, filter_h * filter_w).transpose(0, 2, 1).reshape(col.shape[0], -1)
     img = col2im_array(get_array_module(col).ascontiguousarray(ours), (n, h, w, c), filter_h, filter_w, stride, pad)
     return img.transpose(0, 3, 1, 2)
 
