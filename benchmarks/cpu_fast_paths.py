@@ -28,6 +28,7 @@ CASES = {  # fast path: the cases (network and pass) it should speed up
     "products_by_filter_row": ("DeepConvNet train",),  # SimpleConvNet's one convolution has rows of 5 values
     "columns_by_offset": ("SimpleConvNet train", "DeepConvNet train"),  # their first convolutions: 1 channel
     "inference_by_slices": ("SimpleConvNet inference", "DeepConvNet inference"),  # at 1 thread: not taken
+    "training_by_slices": ("SimpleConvNet train", "DeepConvNet train"),  # at 1 thread: not taken
     "keep_freed_memory": ("SimpleConvNet train", "DeepConvNet train"),
     "first_layer_without_input_gradient": ("SimpleConvNet train", "DeepConvNet train"),
 }

@@ -127,6 +127,51 @@ def test_inference_by_slices_is_for_evaluation_only_and_leaves_training_to_the_l
         xpnet.set_num_threads(None)
 
 
+@pytest.mark.parametrize("name", ["SimpleConvNet", "DeepConvNet", "MultiLayerNet"])
+def test_training_by_slices_gives_the_gradients_loss_and_dropout_masks_of_the_whole_batch(name):
+    from xpnet.nets import MultiLayerNet
+
+    rng = np.random.default_rng(5)
+    x, t = rng.random((37, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 37)
+    results = {}
+    for fast in (True, False):
+        xpnet.seed(6)  # the same weights and the same generator state for the dropout masks
+        net = (MultiLayerNet(784, [40, 30], 10, weight_decay_lambda=0.1) if name == "MultiLayerNet"
+               else getattr(xpnet.nets, name)())
+        inputs = x.reshape(37, 784) if name == "MultiLayerNet" else x
+        xpnet.set_num_threads(3)
+        try:
+            if fast:
+                assert net._trains_by_slices(inputs)
+                grads = net.gradient(inputs, t)
+            else:
+                with fastpaths.disabled("training_by_slices"):
+                    grads = net.gradient(inputs, t)
+        finally:
+            xpnet.set_num_threads(None)
+        after = xpnet.backend.random_uniform(np, (4,))  # the generator went on from the same state
+        results[fast] = ({key: np.array(value) for key, value in grads.items()}, float(net.last_layer.loss), after)
+    (fast_grads, fast_loss, fast_after), (grads, loss, after) = results[True], results[False]
+    assert fast_loss == pytest.approx(loss, rel=1e-6)
+    np.testing.assert_array_equal(fast_after, after)
+    assert fast_grads.keys() == grads.keys()
+    for key in grads:
+        np.testing.assert_allclose(fast_grads[key], grads[key], rtol=1e-5, atol=1e-6 * float(np.abs(grads[key]).max()),
+                                   err_msg=key)
+
+
+def test_a_network_with_batch_normalization_trains_on_the_whole_batch():
+    from xpnet.nets import MultiLayerNetExtend
+
+    net = MultiLayerNetExtend(784, [40], 10, use_batchnorm=True)
+    xpnet.set_num_threads(2)
+    try:
+        x = np.zeros((64, 784), np.float32)
+        assert net._infers_by_slices(x) and not net._trains_by_slices(x)
+    finally:
+        xpnet.set_num_threads(None)
+
+
 def test_unknown_names_are_refused_with_the_list_of_names():
     with pytest.raises(ValueError, match="unknown fast paths.*input_gradient_by_gather"):
         with fastpaths.disabled("im2col_by_magic"):

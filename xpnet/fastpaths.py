@@ -18,6 +18,10 @@ name                                   the fast path                            
 ``inference_by_slices``                ``Network._scores_by_slices``: in            one parallel call per layer over
                                        evaluation mode each thread takes a slice    slices of the batch
                                        of the batch through every layer
+``training_by_slices``                 ``Network._gradient_by_slices``: each        one parallel call per layer and
+                                       thread takes a slice forward and back        pass over slices of the batch
+                                       through every layer; gradients added
+                                       (no batch normalization)
 ``keep_freed_memory``                  ``hostmem.keep_freed_memory``: freed         glibc's defaults: big blocks
                                        blocks stay in the heap for the next step    go back to the system on free
 ``first_layer_without_input_gradient`` ``Network.gradient``: the first              dx of every layer, the first
@@ -40,7 +44,7 @@ import os
 __all__ = ["NAMES", "enabled", "disabled"]
 
 NAMES = ("input_gradient_by_gather", "products_by_filter_row", "columns_by_offset", "inference_by_slices",
-         "keep_freed_memory", "first_layer_without_input_gradient")
+         "training_by_slices", "keep_freed_memory", "first_layer_without_input_gradient")
 ENV = "XPNET_CPU_FAST_PATHS_OFF"
 
 

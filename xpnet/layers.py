@@ -413,13 +413,14 @@ class Dropout:
             raise ValueError(f"Dropout: dropout_ratio must be in [0, 1), got {dropout_ratio}")
         self.dropout_ratio = float(dropout_ratio)
         self.mask = None
+        self.draws = None  # (xp, shape) -> uniform draws in place of the generator's (a network's pass by slices)
 
     def forward(self, x, train_flg=True):
         x = _as_float_array(x)
         if not train_flg:
             return x
         xp = get_array_module(x)
-        keep = backend.random_uniform(xp, x.shape) >= self.dropout_ratio
+        keep = (self.draws or backend.random_uniform)(xp, x.shape) >= self.dropout_ratio
         self.mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.dropout_ratio))
         return _product(x, self.mask)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 
@@ -13,6 +14,24 @@ from ..labels import class_indices
 from ..layers import BatchNormalization, Convolution, Dropout, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
+
+
+class _WholeBatchDraws:
+    """A Dropout layer's uniform draws for a whole batch of ``n``, made on first use; each slice reads its rows."""
+
+    def __init__(self, n):
+        self.n = n
+        self.lock = threading.Lock()
+        self.values = None
+
+    def rows(self, part):
+        def draws(xp, shape):
+            with self.lock:
+                if self.values is None:
+                    self.values = backend.random_uniform(xp, (self.n, *shape[1:]))
+            return self.values[part]
+
+        return draws
 _BUFFERS = BatchNormalization.buffers
 
 
@@ -193,9 +212,21 @@ class Network:
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
         x, t = self._batch("gradient", x, t)
-        self._loss(x, t, True)
-        dout = self.last_layer.backward(1)
-        *later, first = reversed(list(self.layers.values()))
+        if self._trains_by_slices(x):
+            grads = self._gradient_by_slices(x, t)
+        else:
+            self._loss(x, t, True)
+            self._backward(self.layers.values(), self.last_layer.backward(1))
+            grads = {name: getattr(layer, "d" + attribute) for name, (layer, attribute) in self._slots.items()}
+        for name in grads:
+            if name in self._decayed and self.weight_decay_lambda:
+                grads[name] = grads[name] + self.weight_decay_lambda * self.params[name]
+        return grads
+
+    @staticmethod
+    def _backward(layers, dout):
+        """Backpropagate ``dout`` through ``layers`` (in forward order), last to first."""
+        *later, first = reversed(list(layers))
         for layer in later:
             dout = layer.backward(dout)
         if isinstance(first, Convolution) and fastpaths.enabled("first_layer_without_input_gradient"):
@@ -203,12 +234,43 @@ class Network:
             first.backward(dout, input_gradient=False)
         else:
             first.backward(dout)
-        grads = {}
-        for name, (layer, attribute) in self._slots.items():
-            grads[name] = getattr(layer, "d" + attribute)
-            if name in self._decayed and self.weight_decay_lambda:
-                grads[name] = grads[name] + self.weight_decay_lambda * self.params[name]
-        return grads
+
+    def _trains_by_slices(self, x):
+        """Whether training takes the CPU fast path ``training_by_slices``: as :meth:`_infers_by_slices`, for a
+        network without batch normalization (its statistics are the whole batch's) ending in SoftmaxWithLoss."""
+        plain = not any(isinstance(layer, BatchNormalization) for layer in self.layers.values())
+        return (plain and type(self.last_layer) is SoftmaxWithLoss and self._infers_by_slices(x)
+                and fastpaths.enabled("training_by_slices"))
+
+    def _gradient_by_slices(self, x, t):
+        """The gradients of the training-mode loss, each thread taking a slice of the batch forward and back
+        through every layer (shallow copies), weighting its loss by its share of the batch; the slices'
+        gradients are added in slice order. Dropout draws its masks for the whole batch, once per layer and in
+        layer order (a slice reaches a layer only after passing the ones before), as a pass over the whole
+        batch does: the same masks. Sets ``last_layer.loss`` to the batch's loss."""
+        xp = get_array_module(x)
+        n = x.shape[0]
+        draws = {name: _WholeBatchDraws(n) for name, layer in self.layers.items() if isinstance(layer, Dropout)}
+
+        def slice_gradients(part):
+            layers = {name: copy.copy(layer) for name, layer in self.layers.items()}
+            for name, whole in draws.items():
+                layers[name].draws = whole.rows(part)
+            last = copy.copy(self.last_layer)
+            h = x[part]
+            for layer in layers.values():
+                h = layer.forward(h, True) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(h)
+            share = (part.stop - part.start) / n
+            loss = last.forward(h, t[part]) * share
+            self._backward(layers.values(), last.backward(share))
+            copies = {id(self.layers[name]): layers[name] for name in layers}
+            grads = {name: getattr(copies[id(layer)], "d" + attribute) for name, (layer, attribute) in self._slots.items()}
+            return loss, grads
+
+        parts = threads.split(n, threads.get_num_threads())
+        results = util.map_parts(xp, slice_gradients, parts)
+        self.last_layer.loss = util.sum_in_order([loss for loss, _ in results])
+        return {name: util.sum_in_order([grads[name] for _, grads in results]) for name in self._slots}
 
     def numerical_gradient(self, x, t):
         """The same gradients by central differences (slow: two losses per parameter element).
