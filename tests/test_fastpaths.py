@@ -172,6 +172,25 @@ def test_a_network_with_batch_normalization_trains_on_the_whole_batch():
         xpnet.set_num_threads(None)
 
 
+def test_a_network_with_a_layer_of_its_own_passes_the_batch_whole():
+    class Scale:  # a user's layer: xpnet cannot know that copies of it may run at the same time
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, dout):
+            return dout * 2
+
+    net = inference_networks()["DeepConvNet"]
+    x = np.zeros((64, 1, 28, 28), np.float32)
+    xpnet.set_num_threads(2)
+    try:
+        assert net._infers_by_slices(x) and net._trains_by_slices(x)
+        net.layers["Scale"] = Scale()
+        assert not net._infers_by_slices(x) and not net._trains_by_slices(x)
+    finally:
+        xpnet.set_num_threads(None)
+
+
 def test_unknown_names_are_refused_with_the_list_of_names():
     with pytest.raises(ValueError, match="unknown fast paths.*input_gradient_by_gather"):
         with fastpaths.disabled("im2col_by_magic"):

@@ -11,9 +11,12 @@ from .. import backend, checkpoint, fastpaths, threads, util
 from ..backend import get_array_module, is_cupy_array, to_device, to_numpy
 from ..gradient import numerical_gradient
 from ..labels import class_indices
-from ..layers import BatchNormalization, Convolution, Dropout, SoftmaxWithLoss
+from ..layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 
 _TRAIN_FLG_LAYERS = (BatchNormalization, Dropout)
+# Layers whose shallow copies may run on slices of a batch at the same time (their state is per call; Dropout's
+# draws are shared by _WholeBatchDraws). A network with any other layer (a user's own) passes the batch whole.
+_SLICEABLE_LAYERS = (Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid)
 
 
 class _WholeBatchDraws:
@@ -149,9 +152,10 @@ class Network:
 
     def _infers_by_slices(self, x):
         """Whether inference takes the CPU fast path ``inference_by_slices``: several threads, at least one
-        example for each, and more than ``SERIAL_BYTES`` of input."""
+        example for each, more than ``SERIAL_BYTES`` of input, and only xpnet's own layers."""
         count = threads.get_num_threads()
-        return (count > 1 and get_array_module(x).__name__ == "numpy" and x.shape[0] >= count
+        sliceable = all(type(layer) in _SLICEABLE_LAYERS for layer in self.layers.values())
+        return (count > 1 and get_array_module(x).__name__ == "numpy" and x.shape[0] >= count and sliceable
                 and x.nbytes > util.SERIAL_BYTES and fastpaths.enabled("inference_by_slices"))
 
     def _scores_by_slices(self, x):
