@@ -649,7 +649,6 @@ class Convolution:
         """The columns of ``img`` (n, H, W, C), output ``rows`` only, for this layer's window, stride and pad: an
         (n*OH*OW, FH*FW*C) matrix, built by offsets (fast path ``columns_by_offset``) for few channels."""
         fh, fw = self.W.shape[2:]
-        rows = None if rows == slice(None) else rows
         if self._columns_by_offset(get_array_module(img)):
             return im2col_by_offsets(img, fh, fw, self.stride, self.pad, rows=rows)
         return im2col_array(img, fh, fw, self.stride, self.pad, rows=rows)
@@ -677,9 +676,9 @@ class Convolution:
         out_w = _output_size("Convolution", "width", w, fw, self.stride, self.pad)
         self.x_shape = x.shape
         self.x_nhwc = xp.ascontiguousarray(channels_last(x))  # free when x came from a Convolution or Pooling
-        col_W = self._col_W()
         by_filter_row = self._by_filter_row(xp, c)
         W_rows = self._filter_rows() if by_filter_row else None
+        col_W = None if by_filter_row else self._col_W()
         out = xp.empty((n, out_h, out_w, fn), dtype=x.dtype)
 
         def forward_part(item):
@@ -766,10 +765,10 @@ class Convolution:
         out_h, out_w = dout.shape[1:3]
         gather = input_gradient and self._gathers_input_gradient(xp)
         dx = xp.empty((n, h, w, c), dtype=self.W.dtype) if input_gradient else None
-        col_W = self._col_W()
+        col_W = self._col_W() if input_gradient and not gather else None  # for col2im's column gradient
         by_filter_row = self._by_filter_row(xp, c)
         dx_by_filter_row = gather and self._by_filter_row(xp, fn)
-        flipped_rows = self._filter_rows(flipped=True) if dx_by_filter_row else None
+        flipped_rows = self._filter_rows(flipped=True) if gather else None  # (FH, FW*FN, C)
 
         def backward_part(item):
             """The book's steps on one slice of the batch (or rows of an image): dW and db of the slice, and its
@@ -788,7 +787,7 @@ class Convolution:
                 self._products_by_filter_row(d_img, (fh - 1 - self.pad, fw - 1 - self.pad), flipped_rows, dx_rows,
                                              dx[part, dx_rows])
             elif gather:
-                self._input_gradient_by_gather(d_img, dx[part], rows_of(h, k, cuts))
+                self._input_gradient_by_gather(d_img, flipped_rows, dx[part], rows_of(h, k, cuts))
             elif dx is not None:
                 col2im_array(d @ col_W.T, dx[part].shape, fh, fw, self.stride, self.pad, out=dx[part])
             return dW, db
@@ -817,16 +816,14 @@ class Convolution:
         return xp.concatenate([xp.matmul(d_t, px[:, fy:fy + r].reshape(n, r * out_w, fw * c)).sum(axis=0)
                                for fy in range(fh)], axis=1)
 
-    def _input_gradient_by_gather(self, d_img, dx, rows):
+    def _input_gradient_by_gather(self, d_img, flipped_rows, dx, rows):
         """``rows`` of dx (n, H, W, C) of one slice as im2col of its dout (n, OH, OW, FN), padded by
-        (filter - 1 - pad), times the 180-degree-rotated filters."""
+        (filter - 1 - pad), times the 180-degree-rotated filters ``flipped_rows`` (FH, FW*FN, C)."""
         xp = get_array_module(d_img)
         fn, c, fh, fw = self.W.shape
-        flipped = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
         dx_rows = dx[:, rows]
-        d_col = im2col_array(d_img, fh, fw, 1, (fh - 1 - self.pad, fw - 1 - self.pad),
-                             rows=None if rows == slice(None) else rows)
-        xp.matmul(d_col, flipped, out=dx_rows.reshape(-1, c))
+        d_col = im2col_array(d_img, fh, fw, 1, (fh - 1 - self.pad, fw - 1 - self.pad), rows=rows)
+        xp.matmul(d_col, flipped_rows.reshape(fh * fw * fn, c), out=dx_rows.reshape(-1, c))
 
 
 def _column_sums(d):

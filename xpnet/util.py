@@ -101,7 +101,7 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     pad : zero padding on every side, or (rows, columns)
     out : optional array of N*OH*OW*FH*FW*C elements of img's dtype and
         device to write the columns into
-    rows : optional slice of the output rows to unfold (default: all OH)
+    rows : optional slice of the output rows to unfold (default, or ``slice(None)``: all OH)
 
     Returns
     -------
@@ -119,12 +119,13 @@ def im2col_array(img, filter_h, filter_w, stride=1, pad=0, out=None, rows=None):
     pad_h, pad_w = _pads(pad)
     out_h = conv_output_size(h, filter_h, stride, pad_h)
     out_w = conv_output_size(w, filter_w, stride, pad_w)
-    if kernels.active(xp) and pad_h == pad_w and rows is None:
+    whole = rows is None or rows == slice(None)
+    if kernels.active(xp) and pad_h == pad_w and whole:
         return kernels.im2col(xp.ascontiguousarray(img), filter_h, filter_w, stride, pad_h, out_h, out_w, out=out)
     if pad_h or pad_w:
         img = pad_channels_last(img, pad_h, pad_w)
     windows = windows_channels_last(img, filter_h, filter_w, stride, out_h, out_w)
-    if rows is not None:
+    if not whole:
         windows = windows[:, rows]
     col = xp.empty(windows.shape, dtype=img.dtype) if out is None else out.reshape(windows.shape)
     col[...] = windows
@@ -175,9 +176,7 @@ def window_rows(img, filter_w, pad=0, first=0, count=None):
     n, hp, wp, c = padded.shape
     count = hp - first if count is None else count
     out_w = conv_output_size(wp, filter_w)
-    rows = padded[:, first:first + count]
-    sn, sh, sw, sc = rows.strides
-    windows = xp.lib.stride_tricks.as_strided(rows, shape=(n, count, out_w, filter_w, c), strides=(sn, sh, sw, sw, sc))
+    windows = windows_channels_last(padded[:, first:first + count], 1, filter_w, 1, count, out_w)  # one-row windows
     return xp.ascontiguousarray(windows).reshape(n, count, out_w, filter_w * c)
 
 

@@ -146,7 +146,12 @@ class Network:
         (x,) = self._on_device(x)
         if not train_flg and self._infers_by_slices(x):
             return self._scores_by_slices(x)
-        for layer in self.layers.values():
+        return self._forward(self.layers.values(), x, train_flg)
+
+    @staticmethod
+    def _forward(layers, x, train_flg):
+        """``x`` through ``layers`` in order; BatchNormalization and Dropout are told the mode."""
+        for layer in layers:
             x = layer.forward(x, train_flg) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(x)
         return x
 
@@ -163,11 +168,7 @@ class Network:
         copies of the layers, which keep their per-call state apart; the parameters are shared): one
         parallel call instead of one per layer, and each slice's activations stay in its core's cache."""
         def scores(part):
-            h = x[part]
-            for layer in self.layers.values():
-                layer = copy.copy(layer)
-                h = layer.forward(h, False) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(h)
-            return h
+            return self._forward([copy.copy(layer) for layer in self.layers.values()], x[part], False)
 
         parts = threads.split(x.shape[0], threads.get_num_threads())
         return get_array_module(x).concatenate(util.map_parts(get_array_module(x), scores, parts))
@@ -261,11 +262,8 @@ class Network:
             for name, whole in draws.items():
                 layers[name].draws = whole.rows(part)
             last = copy.copy(self.last_layer)
-            h = x[part]
-            for layer in layers.values():
-                h = layer.forward(h, True) if isinstance(layer, _TRAIN_FLG_LAYERS) else layer.forward(h)
             share = (part.stop - part.start) / n
-            loss = last.forward(h, t[part]) * share
+            loss = last.forward(self._forward(layers.values(), x[part], True), t[part]) * share
             self._backward(layers.values(), last.backward(share))
             copies = {id(self.layers[name]): layers[name] for name in layers}
             grads = {name: getattr(copies[id(layer)], "d" + attribute) for name, (layer, attribute) in self._slots.items()}
