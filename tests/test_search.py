@@ -12,6 +12,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from search_workers import meeting
 
 from xpnet.tools.cli import main
 from xpnet.tools.search import DEFAULT_SPACE, Param, parse_param
@@ -124,42 +125,12 @@ def test_trials_is_the_studys_total_so_rerunning_a_finished_search_adds_nothing(
         assert len(load(f"sqlite:///{tmp_path / 'xpnet-search.db'}", f"xpnet-search-seed{seed}").trials) == 4
 
 
-# A worker whose first trial waits until every worker has begun one: all of them share the study, however
-# busy the machine, and none can run every trial alone.
-WORKER = """
-import os, sys, time
-from pathlib import Path
-from xpnet.tools.cli import main
-from xpnet.tools.search import study as studies
-
-started, workers, make_objective = Path(sys.argv[1]), int(sys.argv[2]), studies.make_objective
-
-def waiting_objective(*args, **kwargs):
-    objective, first = make_objective(*args, **kwargs), [True]
-
-    def wrapped(trial):
-        if first[0]:
-            first[0] = False
-            (started / str(os.getpid())).touch()
-            deadline = time.monotonic() + 120  # no worker waits forever for one that died
-            while len(list(started.iterdir())) < workers and time.monotonic() < deadline:
-                time.sleep(0.01)
-        return objective(trial)
-    return wrapped
-
-studies.make_objective = waiting_objective
-sys.exit(main(sys.argv[3:]))
-"""
-
-
 @pytest.mark.slow
 @needs_optuna
 def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeating_a_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    started = tmp_path / "started"
-    started.mkdir()
-    args = [sys.executable, "-c", WORKER, str(started), "3", "search", "--storage", storage, "--study-name", "s",
-            "--trials", "18", "--epochs", "5", "--quick", "--quiet", "--out", str(tmp_path / "out")]
+    args = meeting(tmp_path / "started", 3, "first-trial", "search", "--storage", storage, "--study-name", "s",
+                   "--trials", 18, "--epochs", 5, "--quick", "--quiet", "--out", tmp_path / "out")
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for _ in range(3)]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from mounts import tmpfs
+from search_workers import meeting
 
 pytestmark = [
     pytest.mark.skipif(find_spec("optuna") is None or find_spec("matplotlib") is None,
@@ -174,10 +175,15 @@ def new_storage(kind, request, tmp_path):
 # --- workers --------------------------------------------------------------------------
 
 
-def worker(storage, out, *args):
-    """An ``xpnet search`` process on ``storage``, its output in ``out/worker-PID.log``."""
-    command = [sys.executable, "-m", "xpnet", "search", "--storage", storage, "--study-name", "s", "--quiet",
-               "--heartbeat", str(HEARTBEAT), "--grace", str(GRACE), "--out", str(out), *map(str, args)]
+def worker(storage, out, *args, meet=None):
+    """An ``xpnet search`` process on ``storage``, its output in ``out/worker-PID.log``.
+
+    ``meet=(workers, point)`` has it meet the others at that point (see ``search_workers``).
+    """
+    search = ["search", "--storage", storage, "--study-name", "s", "--quiet", "--heartbeat", HEARTBEAT,
+              "--grace", GRACE, "--out", out, *args]
+    command = ([sys.executable, "-m", "xpnet", *map(str, search)] if meet is None
+               else meeting(Path(out) / f"meeting-{meet[1]}", *meet, *search))
     Path(out).mkdir(exist_ok=True)
     log = tempfile.NamedTemporaryFile("w+", dir=out, prefix="worker-", suffix=".log", delete=False)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=out)
@@ -209,7 +215,8 @@ def counted(trials):
 @pytest.mark.parametrize("kind", ["postgresql", "journal", "redis"])
 def test_three_workers_share_one_study_with_no_trial_lost_or_counted_twice(kind, request, tmp_path):
     shared_storage = new_storage(kind, request, tmp_path)
-    workers = [worker(shared_storage, tmp_path, "--quick", "--trials", 12, "--epochs", 5) for _ in range(3)]
+    workers = [worker(shared_storage, tmp_path, "--quick", "--trials", 12, "--epochs", 5, meet=(3, "first-trial"))
+               for _ in range(3)]
     finish(workers)
     trials = load(shared_storage).trials
     done = counted(trials)
@@ -224,6 +231,24 @@ def test_three_workers_share_one_study_with_no_trial_lost_or_counted_twice(kind,
     assert len(workers_used) >= 2, "one worker ran every trial: nothing was shared"
     for w in workers:  # each worker reports the whole study
         assert "12 complete, 0 pruned" in w.log.read_text()
+
+
+@pytest.mark.slow  # two worker processes
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_worker_refused_by_the_study_another_worker_is_making_in_a_new_file_leaves_that_study_whole(
+        kind, request, tmp_path):
+    storage = new_storage(kind, request, tmp_path)  # workers that open a new file at the same instant
+    workers = {epochs: worker(storage, tmp_path, "--quick", "--trials", 2, "--epochs", epochs,
+                              meet=(2, "opening")) for epochs in (1, 2)}
+    ended = {epochs: (w.wait(timeout=120), w.log.read_text()) for epochs, w in workers.items()}
+    # One made the study; the other, with other settings, is refused, whichever came first.
+    assert sorted(code for code, _ in ended.values()) == [0, 1], ended
+    made = next(epochs for epochs, (code, _) in ended.items() if code == 0)
+    refused = 3 - made
+    assert f"was made with epochs {made} (now {refused})" in ended[refused][1]
+    study = load(storage)
+    assert study.user_attrs["xpnet"]["epochs"] == made
+    assert len(counted(study.trials)) == 2
 
 
 @pytest.mark.slow  # about 10 s each: two worker starts and the grace period

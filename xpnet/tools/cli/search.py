@@ -109,19 +109,22 @@ def run(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{out / 'xpnet-search.db'}"
-    file = storages.storage_file(url)
-    new_file = file is not None and not file.exists()
     seen, interrupted = [], False  # (seed, study) of each repeat begun
     try:
-        storage = storages.open_storage(url, args.heartbeat, args.grace)
+        with storages.opening(url):  # a new file that cannot be made whole, with its studies, is removed
+            storage = storages.open_storage(url, args.heartbeat, args.grace)
+            opened = {}
+            for seed, (train, validation) in splits.items():
+                name = args.study_name if args.repeats == 1 else f"{args.study_name}-seed{seed}"
+                settings = {"dataset": args.dataset, "train": len(train[0]), "validation": len(validation[0]),
+                            "epochs": args.epochs, "optimizer": args.optimizer, "seed": seed,
+                            "space": [str(p) for p in space.values()]}
+                sampler = studies.make_sampler(args.sampler, space, args.trials, seed)
+                pruner = studies.make_pruner(args.pruner, args.epochs)
+                opened[seed] = name, settings, studies.open_study(storage, name, settings, storages.shown(url),
+                                                                  sampler, pruner)
         for seed, (train, validation) in splits.items():
-            name = args.study_name if args.repeats == 1 else f"{args.study_name}-seed{seed}"
-            settings = {"dataset": args.dataset, "train": len(train[0]), "validation": len(validation[0]),
-                        "epochs": args.epochs, "optimizer": args.optimizer, "seed": seed,
-                        "space": [str(p) for p in space.values()]}
-            sampler = studies.make_sampler(args.sampler, space, args.trials, seed)
-            pruner = studies.make_pruner(args.pruner, args.epochs)
-            study = studies.open_study(storage, name, settings, storages.shown(url), sampler, pruner)
+            name, settings, study = opened[seed]
             seen.append((seed, study))
             print(f"xpnet search: study {name!r} in {storages.shown(url)}: {settings['train']} training / "
                   f"{settings['validation']} validation examples of {args.dataset} (the test set is not used), "
@@ -133,8 +136,6 @@ def run(args):
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:
-        if new_file and not seen:
-            _remove_database(file)
         if storages.is_storage_error(exc):
             raise storages.StorageError(storages.explain(exc, url)) from None
         raise
@@ -156,11 +157,3 @@ def run(args):
 def _say(line):
     print(line, flush=True)
 
-
-def _remove_database(file):
-    """Remove a database file this run made before any study was in it, with SQLite's and the journal's extras."""
-    for path in (file, *(file.with_name(file.name + extra) for extra in ("-journal", "-wal", "-shm", ".lock"))):
-        try:
-            path.unlink()
-        except OSError:
-            pass

@@ -29,10 +29,12 @@ then agree to well within the grace period, as NTP keeps them).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -41,7 +43,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface Optuna's o
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
-__all__ = ["StorageError", "open_storage", "storage_file", "shown", "explain", "is_storage_error", "adopt_running",
+__all__ = ["StorageError", "open_storage", "opening", "storage_file", "shown", "explain", "is_storage_error", "adopt_running",
            "fail_stale", "stale_trials", "HeartbeatJournalStorage", "QuietRDBStorage", "SafeJournalFileBackend", "RERUN_OF"]
 
 RERUN_OF = "rerun_of"  # the user attribute of a rerun trial: the number of the trial whose worker died
@@ -73,6 +75,49 @@ def storage_file(url):
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         return Path(url[len("sqlite:///"):].split("?")[0])
     return None
+
+
+@contextmanager
+def opening(url):
+    """Take turns with other workers while opening a storage file and making its studies; yield whether it is new.
+
+    Workers that start together on a new SQLite file or journal file hold its
+    folder locked (``flock``) from the moment they look for the file until
+    their studies are in it: each finds the file with its studies made, or
+    makes them alone. One that fails while making a new file removes it (a
+    full disk leaves no empty database), knowing that no other worker has
+    it open. A server (PostgreSQL, MySQL, Redis) needs no lock: yields False.
+    """
+    file = storage_file(url)
+    if file is None:
+        yield False
+        return
+    try:
+        folder = os.open(file.parent, os.O_RDONLY)
+    except OSError:  # no such folder: opening the storage says so, in its own words
+        folder = None
+    try:
+        if folder is not None:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        new = not file.exists()
+        try:
+            yield new
+        except BaseException:
+            if new:
+                _remove_database(file)
+            raise
+    finally:
+        if folder is not None:
+            os.close(folder)  # and with it the lock
+
+
+def _remove_database(file):
+    """Remove a database file, with SQLite's and the journal's extras."""
+    for path in (file, *(file.with_name(file.name + extra) for extra in ("-journal", "-wal", "-shm", ".lock"))):
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def _retry_callback():
