@@ -305,5 +305,6 @@ def test_the_trainer_takes_an_optimizer_object_with_the_books_default_optimizer_
     network = book("common.multi_layer_net").MultiLayerNet(input_size=4, hidden_size_list=[3], output_size=2)
     x, t = rng.standard_normal((10, 4)).astype(np.float32), rng.integers(0, 2, 10)
     optimizer = book("common.optimizer").Momentum(lr=0.05)
-    trainer = book("common.trainer").Trainer(network, x, t, x, t, epochs=1, optimizer=optimizer, verbose=False)
+    trainer = book("common.trainer").Trainer(network, x, t, x, t, epochs=1, mini_batch_size=5, optimizer=optimizer,
+                                             verbose=False)
     assert trainer.optimizer is optimizer
