@@ -48,7 +48,11 @@ def test_the_thread_scaling_benchmark_times_each_count_and_checks_the_targets(tm
         assert set(result["table"][count]) == CASES
     assert all(result["table"]["1"][case]["xpnet_speedup"] == 1.0 for case in CASES)
     assert len(result["targets"]) == 3 * len(CASES) + 1  # 1 thread, all cores, speedup; and memory
+    for what, measured, wanted, met, spread in result["targets"][:-1]:  # one round: its figure is the measured one
+        assert spread == pytest.approx([measured, measured]), what
+    assert result["targets"][-1][4] is None  # the memory is measured once
     text = json_file.with_suffix(".md").read_text()
-    assert "### Targets" in text and "| 2 |" in text
+    assert "### Targets" in text and "| 2 |" in text and "rounds' middle half" in text
     if find_spec("matplotlib"):
         assert json_file.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
