@@ -125,6 +125,46 @@ def test_trials_is_the_studys_total_so_rerunning_a_finished_search_adds_nothing(
         assert len(load(f"sqlite:///{tmp_path / 'xpnet-search.db'}", f"xpnet-search-seed{seed}").trials) == 4
 
 
+@needs_optuna
+def test_a_new_storage_file_whose_studies_cannot_be_made_is_removed_and_an_existing_one_never(tmp_path):
+    from xpnet.tools.search import storage as storages
+
+    file = tmp_path / "s.db"
+    url = f"sqlite:///{file}"
+    with pytest.raises(RuntimeError, match="no study"):
+        with storages.opening(url) as new:
+            assert new
+            storages.open_storage(url)  # the file and its tables are made
+            raise RuntimeError("no study")
+    assert not file.exists()
+    storages.open_storage(url)
+    with pytest.raises(RuntimeError, match="refused"):
+        with storages.opening(url) as new:
+            assert not new
+            raise RuntimeError("refused")
+    assert file.exists()
+
+
+@needs_optuna
+def test_where_the_folder_cannot_be_locked_a_failing_worker_removes_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from xpnet.tools.search import storage as storages
+
+    def no_lock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(storages.fcntl, "flock", no_lock)
+    file = tmp_path / "s.db"
+    url = f"sqlite:///{file}"
+    with pytest.raises(RuntimeError):
+        with storages.opening(url) as new:
+            assert new
+            storages.open_storage(url)
+            raise RuntimeError("no study")
+    assert file.exists()  # another worker may have it open: an empty file is better than a study lost
+
+
 @pytest.mark.slow
 @needs_optuna
 def test_three_worker_processes_share_one_sqlite_study_without_losing_or_repeating_a_trial(tmp_path):

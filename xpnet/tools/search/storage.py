@@ -86,7 +86,10 @@ def opening(url):
     their studies are in it: each finds the file with its studies made, or
     makes them alone. One that fails while making a new file removes it (a
     full disk leaves no empty database), knowing that no other worker has
-    it open. A server (PostgreSQL, MySQL, Redis) needs no lock: yields False.
+    it open. Where the folder cannot be locked (a file system without
+    ``flock`` on folders, such as some NFS mounts), nothing is removed: an
+    empty file is better than a study lost. A server (PostgreSQL, MySQL,
+    Redis) needs no lock: yields False.
     """
     file = storage_file(url)
     if file is None:
@@ -97,18 +100,26 @@ def opening(url):
     except OSError:  # no such folder: opening the storage says so, in its own words
         folder = None
     try:
-        if folder is not None:
-            fcntl.flock(folder, fcntl.LOCK_EX)
+        locked = folder is not None and _lock(folder)
         new = not file.exists()
         try:
             yield new
         except BaseException:
-            if new:
+            if new and locked:
                 _remove_database(file)
             raise
     finally:
         if folder is not None:
             os.close(folder)  # and with it the lock
+
+
+def _lock(fd):
+    """Wait for an exclusive ``flock`` on ``fd``; False where the file system has none to give."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    except OSError:
+        return False
 
 
 def _remove_database(file):
