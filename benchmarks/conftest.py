@@ -31,12 +31,12 @@ import pytest
 import xpnet
 from xpnet import backend as xb
 from xpnet import threads
+from xpnet.tools.benchreport import LIBRARY as LIBRARY_OF  # backend -> library
 
 import peers
 
 BATCHES = (1, 32, 128, 256, 512)  # 256: the batch of the GPU targets
 BACKENDS = ("numpy", "cupy", "torch-cpu", "torch-cuda")
-LIBRARY_OF = {"numpy": "xpnet", "cupy": "xpnet", "torch-cpu": "torch", "torch-cuda": "torch"}
 LIBRARIES = ("xpnet", "torch")
 DTYPE = np.float32
 MAX_ROUNDS = 1000  # enough for stable medians of microsecond cases

@@ -728,7 +728,6 @@ class Convolution:
             for fy in range(1, fh):
                 xp.matmul(px[:, fy:fy + r].reshape(n, r * out_w, width), W_rows[fy], out=term)
                 products += term
-        return px
 
     def _output_shape(self):
         """(N, FN, OH, OW) of the last forward, or None before any."""

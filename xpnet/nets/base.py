@@ -35,6 +35,8 @@ class _WholeBatchDraws:
             return self.values[part]
 
         return draws
+
+
 _BUFFERS = BatchNormalization.buffers
 
 
