@@ -241,6 +241,21 @@ def test_seed_repeats_the_host_stream():
     np.testing.assert_array_equal(backend.host_rng().standard_normal(4), first)
 
 
+def test_seeded_repeats_the_stream_on_every_device_and_puts_the_generators_back(xp):
+    xpnet.seed(5)
+    straight = backend.host_rng().standard_normal(2), xpnet.to_numpy(backend.random_uniform(xp, (2,)))
+    xpnet.seed(5)
+    with backend.seeded(9):
+        inside = backend.host_rng().standard_normal(3), xpnet.to_numpy(backend.random_uniform(xp, (3,)))
+    with backend.seeded(9):
+        again = backend.host_rng().standard_normal(3), xpnet.to_numpy(backend.random_uniform(xp, (3,)))
+    after = backend.host_rng().standard_normal(2), xpnet.to_numpy(backend.random_uniform(xp, (2,)))
+    for a, b in zip(inside, again):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(after, straight):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_random_uniform_is_float32_on_the_device(xp):
     u = backend.random_uniform(xp, (3, 4))
     assert type(u) is xp.ndarray and u.dtype == np.float32

@@ -3,6 +3,7 @@ and `xpnet convert` (the book's pickled weights as an .npz)."""
 
 import os
 import pickle
+import random
 import sys
 import textwrap
 
@@ -125,6 +126,31 @@ def test_the_t10k_option_reaches_load_mnist(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"XPNET_BOOK_MNIST=t10k:{tmp_path}: in place of MNIST" in err and "is missing" in err
     assert "XPNET_BOOK_MNIST" not in os.environ
+
+
+def test_a_seed_repeats_the_scripts_draws_and_the_networks_weights_and_is_put_back_after(tmp_path, capsys):
+    script = write(tmp_path / "draws.py", """\
+        import random
+        import numpy as np
+        from common.multi_layer_net import MultiLayerNet
+        net = MultiLayerNet(input_size=4, hidden_size_list=[3], output_size=2)
+        print(np.random.choice(1000, 3), random.random(), net.params["W1"][0, 0])
+        """)
+    before = np.random.get_state()[1].copy(), random.getstate()
+
+    def draws(*options):
+        assert main(["book", "run", *options, str(script)]) == 0
+        return capsys.readouterr().out
+
+    assert draws("--seed", "7") == draws("--seed", "7")
+    assert draws("--seed", "7") != draws("--seed", "8")
+    assert (np.random.get_state()[1] == before[0]).all() and random.getstate() == before[1]
+    assert draws() != draws()  # unseeded, as the book's scripts are
+
+
+def test_a_seed_numpy_cannot_take_is_refused_in_one_line(script, capsys):
+    assert main(["book", "run", "--seed", str(2**32), str(script)]) == 2
+    assert "--seed: must be below 2**32" in capsys.readouterr().err
 
 
 def test_asking_for_a_gpu_that_is_not_there_is_one_line(script, capsys):

@@ -41,6 +41,7 @@ __all__ = [
     "to_numpy",
     "synchronize",
     "seed",
+    "seeded",
     "host_rng",
     "random_state",
     "set_random_state",
@@ -381,6 +382,20 @@ def seed(n: int) -> None:
 def host_rng() -> np.random.Generator:
     """The seeded NumPy generator for initial weights and shuffles (same on every device)."""
     return _host_rng
+
+
+@contextlib.contextmanager
+def seeded(n: int):
+    """:func:`seed` for the duration of a ``with`` block; xpnet's generators are put back after it."""
+    global _host_rng, _seed
+    saved = _host_rng, _seed, dict(_device_rngs)
+    seed(n)
+    try:
+        yield
+    finally:
+        _host_rng, _seed = saved[0], saved[1]
+        _device_rngs.clear()
+        _device_rngs.update(saved[2])
 
 
 def random_uniform(xp, shape, dtype=DEFAULT_DTYPE):

@@ -13,7 +13,11 @@ the script and its arguments, and with, for its duration:
 * with ``--mnist-t10k``, ``dataset.mnist.load_mnist`` reading MNIST's 10,000
   test images split 8,000 / 2,000 (it says so on stderr);
 * without a display, or with ``--out``, ``plt.show()`` writing PNG files
-  (:mod:`xpnet.tools.book.figures`).
+  (:mod:`xpnet.tools.book.figures`);
+* with ``--seed N``, NumPy's global generator (``np.random.choice`` and the
+  like in the script), Python's ``random`` and xpnet's generators (initial
+  weights, dropout masks) seeded with N, so that a run can be repeated; the
+  book's scripts draw unseeded, and so does a run without it.
 
 Everything is put back afterwards, so ``run`` can be called again in the
 same process.
@@ -25,6 +29,7 @@ import argparse
 import contextlib
 import os
 import pickle
+import random
 import runpy
 import sys
 import traceback
@@ -32,10 +37,18 @@ from pathlib import Path
 
 from xpnet import backend
 
-from ..args import device
+from ..args import device, non_negative_int
 from . import SHIM
 
 FIGURES_BACKEND = "module://xpnet.tools.book.figures"
+
+
+def _seed(text):
+    """An integer from 0 to 2**32 - 1, what ``np.random.seed`` takes."""
+    value = non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32 (NumPy's global generator takes 32 bits), got {text}")
+    return value
 
 
 def add_arguments(parser):
@@ -51,6 +64,9 @@ def add_arguments(parser):
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="with --mnist-t10k: the folder holding t10k-images-idx3-ubyte.gz and "
                              "t10k-labels-idx1-ubyte.gz (default: xpnet's MNIST cache)")
+    parser.add_argument("--seed", type=_seed, default=None, metavar="N",
+                        help="seed NumPy's global generator, Python's random and xpnet's generators with N, "
+                             "for a run that can be repeated (default: unseeded, as the book's scripts are)")
     parser.add_argument("--trust-pickles", action="store_true",
                         help="let pickle.load run what the files name (default: arrays and plain containers only)")
     parser.add_argument("script", help="the book's script, e.g. ch07/train_convnet.py (run from its folder for "
@@ -105,7 +121,8 @@ def book_environment(script, args, device):
         pickle.load, pickle.loads = _safe_load, _safe_loads
     restore_backend = _figures_to_files(script, args.out) if args.out or not _has_display() else None
     try:
-        yield
+        with _seeded(args.seed):
+            yield
     finally:
         if restore_backend is not None:
             restore_backend()
@@ -118,6 +135,25 @@ def book_environment(script, args, device):
         sys.path[:], sys.argv[:] = saved_path, saved_argv
         _forget_modules(lambda name, path: name.split(".")[0] in ("common", "dataset") or path is not None and (
             path.startswith(str(SHIM)) or "." not in name and os.path.dirname(path) == folder))  # its neighbours
+
+
+@contextlib.contextmanager
+def _seeded(n):
+    """NumPy's global generator, Python's random and xpnet's seeded with ``n`` (None: left alone); put back after."""
+    if n is None:
+        yield
+        return
+    import numpy as np
+
+    saved = np.random.get_state(), random.getstate()
+    np.random.seed(n)
+    random.seed(n)
+    try:
+        with backend.seeded(n):
+            yield
+    finally:
+        np.random.set_state(saved[0])
+        random.setstate(saved[1])
 
 
 def _safe_load(file, *, fix_imports=True, encoding="ASCII", errors="strict", buffers=None):
