@@ -185,7 +185,7 @@ def test_ch06_batch_norm_gradient_check(book_run):
     out = book_run[0].stdout
     keys = [f"{kind}{i}" for i in (1, 2) for kind in ("W", "b", "gamma", "beta")] + ["W3", "b3"]
     diffs = [numbers_after(f"{key}:", out)[0] for key in keys]
-    assert max(diffs) < 5e-3, out  # float32 networks: central differences lose about half of their digits
+    assert max(diffs) < 1e-3, out  # float32 backpropagation against central differences taken in float64
 
 
 @book_script("ch06", "batch_norm_test.py")

@@ -56,6 +56,21 @@ def test_deep_convnet_gradient_along_random_directions(device, rng):
     check_network_gradient(away_from_kinks(DeepConvNet(dtype=np.float64), rng), x, t, directions=3, rtol=1e-5, atol=1e-8)
 
 
+def test_numerical_gradient_of_a_float32_network_agrees_with_backpropagation_to_float32_rounding(device, rng):
+    """The book's check (batch normalization on a batch of two) in xpnet's float32: the central differences
+    are taken in float64, so they agree with backpropagation where float32 differences miss by 1e-3."""
+    xpnet.set_device(device)
+    net = away_from_kinks(MultiLayerNetExtend(20, [6, 6], 10, use_batchnorm=True), rng)
+    x, t = data(rng, (2, 20))
+    statistics = {k: to_numpy(v).copy() for k, v in net.state().items() if "." in k}
+    analytic, numerical = net.gradient(x, t), net.numerical_gradient(x, t)
+    for name, grad in numerical.items():
+        assert grad.dtype == np.float32 and xpnet.backend.device_of(grad) == device
+        np.testing.assert_allclose(to_numpy(grad), to_numpy(analytic[name]), rtol=1e-3, atol=1e-5, err_msg=name)
+    for key, value in statistics.items():  # the check's losses leave the running statistics alone
+        np.testing.assert_array_equal(to_numpy(net.state()[key]), value, err_msg=key)
+
+
 def test_deep_convnet_has_no_dropout_after_its_last_affine_layer():
     layers = DeepConvNet().layers
     assert list(layers)[-3:] == ["Relu7", "Dropout1", "Affine2"]  # the book adds Dropout2 after Affine2
