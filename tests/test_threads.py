@@ -17,6 +17,7 @@ import xpnet
 from xpnet import threads, util
 from xpnet.layers import Affine, BatchNormalization, Convolution, Pooling, Relu
 from xpnet.optimizer import get_optimizer
+from xpnet.nets import MultiLayerNetExtend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,6 +197,25 @@ def test_blas_runs_single_threaded_inside_parallel_work_and_gets_its_count_back_
         xpnet.set_num_threads(2)
         inside = threads.parallel_map(lambda k: blas_threads(), range(4))
         assert all(counts == [1] * len(before) for counts in inside)
+        assert blas_threads() == before
+
+
+def test_a_networks_pass_holds_blas_at_one_thread_once_and_gives_its_count_back(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    net = MultiLayerNetExtend(20, [6, 6], 10, use_batchnorm=True)
+    x, t = rng.standard_normal((4, 20)).astype(np.float32), np.arange(4)
+    xpnet.set_num_threads(2)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        libs = threads._blas_limit._blas().lib_controllers
+        counts = []
+        for lib in libs:
+            monkeypatch.setattr(lib, "set_num_threads", lambda n, set_=lib.set_num_threads: counts.append(n) or set_(n))
+        net.gradient(x, t)  # a dozen parallel calls, layer by layer
+        assert counts == [1] * len(libs) + before
         assert blas_threads() == before
 
 

@@ -37,7 +37,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["get_num_threads", "set_num_threads", "num_threads_source", "available_cores", "cgroup_cpu_limit",
-           "parallel_map", "split", "blas_info"]
+           "parallel_map", "split", "blas_info", "one_blas_thread"]
 
 ENV = "XPNET_NUM_THREADS"
 
@@ -233,6 +233,13 @@ class _BlasLimit:
 
 
 _blas_limit = _BlasLimit()
+
+
+def one_blas_thread():
+    """A ``with`` block in which BLAS stays at one thread, as in a parallel call: around a run of them (a
+    network's forward and backward), so that each call inside does not set and restore BLAS's count (a
+    few microseconds each, which small batches notice). Blocks nest."""
+    return _blas_limit
 
 
 def blas_info() -> str:

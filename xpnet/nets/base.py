@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 
 import numpy as np
@@ -67,6 +68,16 @@ def check_conv_param(owner, name, conv_param):
     """A convolution's filter_num, filter_size and stride (>= 1) and pad (>= 0), named in the error."""
     for key, minimum in (("filter_num", 1), ("filter_size", 1), ("stride", 1), ("pad", 0)):
         check_size(owner, f"{name}[{key!r}]", conv_param[key], minimum)
+
+
+def _one_blas_thread(method):
+    """``method`` with BLAS held at one thread throughout (:func:`xpnet.threads.one_blas_thread`)."""
+    @functools.wraps(method)
+    def held(*args, **kwargs):
+        with threads.one_blas_thread():
+            return method(*args, **kwargs)
+
+    return held
 
 
 class Network:
@@ -144,6 +155,7 @@ class Network:
         (x,) = self._batch("predict", x)
         return self._scores(x, train_flg)
 
+    @_one_blas_thread
     def _scores(self, x, train_flg):
         (x,) = self._on_device(x)
         if not train_flg and self._infers_by_slices(x):
@@ -185,6 +197,7 @@ class Network:
         x, t = self._batch("loss", x, t)
         return self._loss(x, t, train_flg)
 
+    @_one_blas_thread
     def _loss(self, x, t, train_flg):
         x, t = self._on_device(x, t)
         loss = self.last_layer.forward(self._scores(x, train_flg), t)
@@ -216,6 +229,7 @@ class Network:
             correct = correct + (scores.argmax(axis=1) == tb).sum()
         return float(correct) / n
 
+    @_one_blas_thread
     def gradient(self, x, t):
         """Gradients of the training-mode loss by backpropagation: a dict with the keys of ``params``."""
         x, t = self._batch("gradient", x, t)
