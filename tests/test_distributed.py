@@ -557,6 +557,17 @@ def test_one_rank_computes_what_the_network_computes(comm_self, xp, device):
     assert loss.shape == () and float(loss) == pytest.approx(float(net.last_layer.loss), rel=1e-6)
 
 
+def test_a_synchronized_network_has_numerical_gradients_that_agree_with_backpropagation(comm_self, xp, device):
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((4, 6)).astype(np.float32), rng.integers(0, 3, 4)
+    net = MultiLayerNetExtend(6, [5], 3, use_batchnorm=True).to(device)
+    distributed.synchronize_batch_norm(comm_self, net)
+    numerical, analytic = net.numerical_gradient(x, t), net.gradient(x, t)  # the float64 copy shares the link
+    for key in analytic:
+        np.testing.assert_allclose(backend.to_numpy(numerical[key]), backend.to_numpy(analytic[key]), rtol=1e-3,
+                                   atol=1e-5, err_msg=key)
+
+
 def test_gradients_are_weighted_by_examples_and_an_empty_global_batch_is_refused(comm_self):
     grads = {"W": np.array([1.0, 2.0], np.float32)}
     averaged, loss = distributed.allreduce_gradients(comm_self, grads, 3, np.float32(0.5))

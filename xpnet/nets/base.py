@@ -308,8 +308,10 @@ class Network:
         return {name: grad.astype(self.params[name].dtype) for name, grad in grads.items()}
 
     def _float64_copy(self):
-        """A deep copy of the network with its parameters and batch-norm statistics in float64."""
-        twin = copy.deepcopy(self)
+        """A deep copy of the network with its parameters and batch-norm statistics in float64 (the layers'
+        links to other ranks, which cannot be copied, are shared)."""
+        shared = {id(layer.sync): layer.sync for layer in self.layers.values() if getattr(layer, "sync", None)}
+        twin = copy.deepcopy(self, shared)
         xp = get_array_module(next(iter(self.params.values())))
         twin.params = {name: p.astype(xp.float64) for name, p in twin.params.items()}
         for name, (layer, attribute) in twin._slots.items():
