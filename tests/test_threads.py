@@ -414,15 +414,15 @@ def test_one_large_image_is_worked_on_by_every_thread(monkeypatch):
     sizes = []
     parallel_map = threads.parallel_map
 
-    def counting(fn, items):
+    def counting(fn, items, workers=None):
         items = list(items)
-        sizes.append(len(items))
-        return parallel_map(fn, items)
+        sizes.append(min(len(items), workers or len(items)))
+        return parallel_map(fn, items, workers)
 
     monkeypatch.setattr(threads, "parallel_map", counting)
     rng = np.random.default_rng(0)
     conv = Convolution(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), np.zeros(16, np.float32), pad=1)
-    x = rng.standard_normal((1, 16, 128, 128)).astype(np.float32)
+    x = rng.standard_normal((1, 16, 256, 256)).astype(np.float32)  # 4 MiB: a ReLU over it is worth two threads
     out = conv.forward(x)
     conv.backward(np.ones(out.shape, np.float32))
     Pooling(2, 2).forward(out)
@@ -481,12 +481,36 @@ def test_optimizer_updates_in_slices_equal_the_update_of_the_whole(name, monkeyp
     np.testing.assert_array_equal(results[0], results[1])  # elementwise: no reassociation at all
 
 
+def test_work_takes_only_as_many_threads_as_it_is_worth():
+    xpnet.set_num_threads(4)
+    mib = 2**20 // 128  # bytes per example of a MiB over a batch of 128
+    small = util.batch_parts(np, 128, 3 * mib)  # 3 MiB of operands: cache-sized parts, on one thread
+    assert small.workers == 1 and len(small) == 3
+    assert util.batch_parts(np, 128, 8 * mib).workers == 4  # 8 MiB: every thread, 2 MiB each
+    assert util.batch_parts(np, 128, 5 * mib).workers == 2
+    products = 2**24 // 128  # 16 MFLOP over the batch
+    assert util.batch_parts(np, 128, 400, flops_per_example=products).workers == 1  # products: 16 MFLOP a thread
+    assert util.batch_parts(np, 128, 400, flops_per_example=3 * products).workers == 3
+    callers = util.map_parts(np, lambda part: threading.get_ident(), small)
+    assert set(callers) == {threading.get_ident()}  # the caller, alone
+
+
+def test_a_small_optimizer_update_wakes_no_thread(monkeypatch):
+    xpnet.set_num_threads(2)
+    calls = []
+    monkeypatch.setattr(threads, "parallel_map", lambda fn, items, workers=None: calls.append(items))
+    params = {"W": np.ones((100, 100), np.float32), "b": np.zeros(100, np.float32)}
+    get_optimizer("adam", lr=0.1).update(params, {key: np.ones_like(value) for key, value in params.items()})
+    assert calls == [] and np.all(params["W"] < 1)
+
+
 def test_an_optimizer_updates_every_parameter_in_one_parallel_call(monkeypatch):
     monkeypatch.setattr(util, "SERIAL_BYTES", 0)
     xpnet.set_num_threads(2)
     sizes = []
     parallel_map = threads.parallel_map
-    monkeypatch.setattr(threads, "parallel_map", lambda fn, items: sizes.append(len(items)) or parallel_map(fn, items))
+    monkeypatch.setattr(threads, "parallel_map",
+                        lambda fn, items, workers=None: sizes.append(len(items)) or parallel_map(fn, items, workers))
     rng = np.random.default_rng(2)
     params = {"W1": rng.standard_normal((400, 300)).astype(np.float32), "b1": np.zeros(300, np.float32),
               "W2": rng.standard_normal((300, 10)).astype(np.float32).T}  # a transposed view: updated whole

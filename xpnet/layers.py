@@ -37,6 +37,7 @@ from .labels import class_indices
 from .threads import split
 from .util import (
     batch_parts,
+    Parts,
     row_parts,
     rows_of,
     channels_last,
@@ -266,7 +267,7 @@ class Affine:
                 f"example, but W has {self.W.shape[0]} rows"
             )
         xp = get_array_module(x)
-        parts = batch_parts(xp, n, (d + self.W.shape[1]) * x.itemsize)
+        parts = batch_parts(xp, n, (d + self.W.shape[1]) * x.itemsize, flops_per_example=2 * d * self.W.shape[1])
         flat = len(parts) == 1 or x.flags.c_contiguous
         # A view that cannot be flattened as it is (an image batch in channels-last memory) is copied:
         # by reshape, or slice by slice into a new array.
@@ -288,7 +289,7 @@ class Affine:
         xp = get_array_module(dout)
         n, (d, m) = self.x.shape[0], self.W.shape
         self.db = dout.sum(axis=0)
-        parts = batch_parts(xp, n, (d + m) * dout.itemsize)
+        parts = batch_parts(xp, n, (d + m) * dout.itemsize, flops_per_example=4 * d * m)
         # dW by slices of its rows (each a full sum over the batch: nothing to add up), dx by slices of the batch;
         # even as one slice of each, the products run inside xpnet's work, where BLAS is held at one thread.
         self.dW = xp.empty_like(self.W)
@@ -296,7 +297,8 @@ class Affine:
         if len(parts) == 1:  # small: both products in one item, no thread woken
             items = [(("dW", slice(None)), ("dx", slice(None)))]
         else:
-            items = [(("dW", rows),) for rows in split(d, len(parts))] + [(("dx", part),) for part in parts]
+            items = Parts([(("dW", rows),) for rows in split(d, len(parts))] + [(("dx", part),) for part in parts],
+                          parts.workers)
 
         def backward_part(item):
             for which, part in item:
@@ -796,7 +798,8 @@ class Convolution:
         if gather or dx is None:
             items = self._items(n, out_h, -(-column_bytes // out_h))
         else:  # col2im adds into neighbouring rows: whole images only
-            items = [(part, 0, 1) for part in self._chunks(n, column_bytes)]
+            chunks = self._chunks(n, column_bytes)
+            items = Parts([(part, 0, 1) for part in chunks], getattr(chunks, "workers", None))
         parts = map_parts(xp, backward_part, items)
         self.db = sum_in_order([db for _, db in parts])
         dW = sum_in_order([dW for dW, _ in parts])
@@ -952,7 +955,8 @@ class Pooling:
         if tiles:  # each window's pixels are its own: runs of rows of an image may go to different threads
             items = row_parts(xp, n, out_h, -(-image_bytes // out_h), self.part_bytes)
         else:
-            items = [(part, 0, 1) for part in batch_parts(xp, n, image_bytes, self.part_bytes)]
+            parts = batch_parts(xp, n, image_bytes, self.part_bytes)
+            items = Parts([(part, 0, 1) for part in parts], parts.workers)
         map_parts(xp, backward_part, items)
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 

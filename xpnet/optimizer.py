@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-from . import backend, kernels
+from . import backend, kernels, util
 from .backend import DeviceError, get_array_module
 from .util import batch_parts, map_parts
 
@@ -448,6 +448,10 @@ def _in_slices(apply, work):
         param, grad, state, s = item
         apply(xp, param[s], grad[s], *(a[s] for a in state))
 
+    if sum(param.nbytes * (len(state) + 2) for param, _, state in work) <= util.SERIAL_BYTES:
+        for item in items:  # too little to wake a thread for (see xpnet.util.batch_parts)
+            update(item)
+        return
     map_parts(xp, update, items)
 
 

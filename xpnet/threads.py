@@ -301,8 +301,9 @@ def split(n, parts) -> list[slice]:
     return slices
 
 
-def parallel_map(fn, items) -> list:
-    """``[fn(item) for item in items]``, computed by up to :func:`get_num_threads` threads, in item order.
+def parallel_map(fn, items, workers=None) -> list:
+    """``[fn(item) for item in items]``, computed by up to :func:`get_num_threads` threads (and no more than
+    ``workers``, the threads the work is worth, where given), in item order.
 
     ``fn`` must write only what its own item owns (its slice of an output)
     and return what is to be combined (partial sums), which the caller adds
@@ -316,7 +317,7 @@ def parallel_map(fn, items) -> list:
     """
     items = list(items)
     inside = getattr(_local, "inside", False)
-    threads = 1 if inside else min(get_num_threads(), len(items))
+    threads = 1 if inside else min(get_num_threads(), len(items), workers or len(items))
     if threads <= 1:
         if inside:
             return [fn(item) for item in items]

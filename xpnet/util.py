@@ -361,31 +361,46 @@ def add_windows_channels_last(img, cols, stride):
 # --- slices of a batch, run on every core ------------------------------------------------------------
 
 
-SERIAL_BYTES = 2**16
+SERIAL_BYTES = 2**22  # memory-bound work of less than this in all runs on one thread (see batch_parts)
+SERIAL_FLOPS = 2**24  # and products of less than this per thread
 ROWS_MIN_BYTES = 2**19  # the least work of a run of rows of one image (see row_parts)
 PART_BYTES = 2**20  # a slice of elementwise work: its operands stay in a core's cache between operations
 
 
-def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=None):
-    """Slices of a batch of ``n`` examples for work that needs ``bytes_per_example`` of temporaries each.
+class Parts(list):
+    """Items of work (a list) and ``workers``, the number of threads they are worth: :func:`map_parts` runs
+    them on no more (cache-sized items of little work, one thread after another)."""
+
+    def __init__(self, items, workers):
+        super().__init__(items)
+        self.workers = workers
+
+
+def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=None, flops_per_example=None):
+    """Slices of a batch of ``n`` examples for work that needs ``bytes_per_example`` of temporaries each
+    (and, for products, ``flops_per_example`` floating-point operations).
 
     On the CPU, each slice needs at most ``part_bytes`` (default
-    ``PART_BYTES``, so that its
-    temporaries stay in cache), and the slices come in a multiple of the
-    thread count (at least one per thread, as even as the batch allows),
-    except that work of at most ``SERIAL_BYTES`` in all is one slice: waking
-    threads would cost more than it saves. The slicing depends on the shapes
-    and the thread count only, never on timing, so a sum over slices adds in
-    the same order every time. On a GPU the batch is one slice, or slices
-    of at most ``device_part_bytes`` where given (to bound the memory).
+    ``PART_BYTES``, so that its temporaries stay in cache), and the slices
+    come in a multiple of the number of threads the work is worth: at most
+    one per ``SERIAL_BYTES / 2`` of it (or per ``SERIAL_FLOPS`` of products),
+    and no more than there are threads. Waking a thread and taking turns at
+    the interpreter lock cost a hundred microseconds or so on a virtual
+    machine: a ReLU over 1 MiB took 0.14 ms on one thread and 0.20 ms on
+    two. The slicing depends on the shapes and the thread count only, never
+    on timing, so a sum over slices adds in the same order every time. On a
+    GPU the batch is one slice, or slices of at most ``device_part_bytes``
+    where given (to bound the memory).
     """
     total = n * max(int(bytes_per_example), 1)
     if xp.__name__ != "numpy":
-        return threads.split(n, -(-total // device_part_bytes) if device_part_bytes else 1)
-    if total <= SERIAL_BYTES:
-        return [slice(0, n)]
-    count = threads.get_num_threads()
-    return threads.split(n, count * -(-total // ((part_bytes or PART_BYTES) * count)))
+        return Parts(threads.split(n, -(-total // device_part_bytes) if device_part_bytes else 1), 1)
+    if flops_per_example is None:
+        worth = total // max(SERIAL_BYTES // 2, 1)
+    else:
+        worth = n * int(flops_per_example) // max(SERIAL_FLOPS, 1)
+    workers = max(1, min(threads.get_num_threads(), worth))
+    return Parts(threads.split(n, workers * -(-total // ((part_bytes or PART_BYTES) * workers))), workers)
 
 
 def row_parts(xp, n, rows, bytes_per_row, part_bytes=None, device_part_bytes=None):
@@ -404,12 +419,12 @@ def row_parts(xp, n, rows, bytes_per_row, part_bytes=None, device_part_bytes=Non
     limit = part_bytes or PART_BYTES
     count = threads.get_num_threads()
     if xp.__name__ != "numpy" or (n >= count and per_image <= limit):
-        return [(part, 0, 1) for part in parts]
+        return Parts([(part, 0, 1) for part in parts], parts.workers)
     worth = per_image // ROWS_MIN_BYTES  # a thread woken for less work costs more than it saves
     cuts = min(rows, max(min(-(-count // n), worth), -(-per_image // limit)))
     if cuts <= 1:
-        return [(part, 0, 1) for part in parts]
-    return [(slice(i, i + 1), k, cuts) for i in range(n) for k in range(cuts)]
+        return Parts([(part, 0, 1) for part in parts], parts.workers)
+    return Parts([(slice(i, i + 1), k, cuts) for i in range(n) for k in range(cuts)], min(count, max(worth, 1) * n))
 
 
 def rows_of(size, k, cuts):
@@ -422,14 +437,15 @@ def rows_of(size, k, cuts):
 
 
 def map_parts(xp, fn, parts):
-    """``[fn(part) for part in parts]``; on the CPU by xpnet's threads (:func:`xpnet.threads.parallel_map`).
+    """``[fn(part) for part in parts]``; on the CPU by xpnet's threads (:func:`xpnet.threads.parallel_map`), as
+    many as ``parts.workers`` where ``parts`` is a :class:`Parts`.
 
     ``fn`` writes only its own slice of any output and returns what the
     caller combines, in order.
     """
     if xp.__name__ == "numpy":
         hostmem.keep_freed_memory()
-        return threads.parallel_map(fn, parts)
+        return threads.parallel_map(fn, parts, getattr(parts, "workers", None))
     return [fn(part) for part in parts]
 
 
