@@ -82,6 +82,13 @@ def test_network_gradients_do_not_depend_on_the_first_layer_skipping_dx():
         np.testing.assert_array_equal(fast[key], generic[key])
 
 
+@pytest.fixture
+def small_slices(monkeypatch):
+    """Slices of the small networks and batches below, which are not worth a thread each (see the test of
+    the policy): the by-slices paths must give the same results whatever they are worth."""
+    monkeypatch.setattr(xpnet.nets.base, "SLICE_FLOPS_PER_LAYER", 1)
+
+
 def inference_networks():
     from xpnet.nets import MultiLayerNetExtend
 
@@ -92,7 +99,7 @@ def inference_networks():
 
 
 @pytest.mark.parametrize("name", ["SimpleConvNet", "DeepConvNet", "MultiLayerNetExtend"])
-def test_inference_by_slices_gives_the_scores_of_the_layer_by_layer_pass(name):
+def test_inference_by_slices_gives_the_scores_of_the_layer_by_layer_pass(name, small_slices):
     net = inference_networks()[name]
     rng = np.random.default_rng(3)
     x = rng.random((37, 1, 28, 28), dtype=np.float32)
@@ -114,7 +121,7 @@ def test_inference_by_slices_gives_the_scores_of_the_layer_by_layer_pass(name):
 
 def test_inference_by_slices_is_for_evaluation_only_and_leaves_training_to_the_layers():
     net = inference_networks()["DeepConvNet"]
-    x = np.random.default_rng(0).random((32, 1, 28, 28), dtype=np.float32)  # 100 kB: worth two threads
+    x = np.random.default_rng(0).random((32, 1, 28, 28), dtype=np.float32)  # 560 MFLOP: worth two threads
     xpnet.set_num_threads(2)
     try:
         calls = []
@@ -128,7 +135,7 @@ def test_inference_by_slices_is_for_evaluation_only_and_leaves_training_to_the_l
 
 
 @pytest.mark.parametrize("name", ["SimpleConvNet", "DeepConvNet", "MultiLayerNet"])
-def test_training_by_slices_gives_the_gradients_loss_and_dropout_masks_of_the_whole_batch(name):
+def test_training_by_slices_gives_the_gradients_loss_and_dropout_masks_of_the_whole_batch(name, small_slices):
     from xpnet.nets import MultiLayerNet
 
     rng = np.random.default_rng(5)
@@ -160,7 +167,7 @@ def test_training_by_slices_gives_the_gradients_loss_and_dropout_masks_of_the_wh
                                    err_msg=key)
 
 
-def test_a_network_with_batch_normalization_trains_on_the_whole_batch():
+def test_a_network_with_batch_normalization_trains_on_the_whole_batch(small_slices):
     from xpnet.nets import MultiLayerNetExtend
 
     net = MultiLayerNetExtend(784, [40], 10, use_batchnorm=True)
@@ -189,6 +196,39 @@ def test_a_network_with_a_layer_of_its_own_passes_the_batch_whole():
         assert not net._infers_by_slices(x) and not net._trains_by_slices(x)
     finally:
         xpnet.set_num_threads(None)
+
+
+@pytest.mark.parametrize("name, shape, batch, threads, slices", [
+    ("MultiLayerNet", (784,), 100, 2, 1),  # the book's chapter 6 network: 24 MFLOP in 12 layers
+    ("MultiLayerNet", (784,), 1000, 2, 2),
+    ("SimpleConvNet", (1, 28, 28), 50, 2, 1),
+    ("SimpleConvNet", (1, 28, 28), 100, 2, 2),
+    ("SimpleConvNet", (1, 28, 28), 100, 16, 3),  # 176 MFLOP in 7 layers: three slices' worth
+    ("DeepConvNet", (1, 28, 28), 10, 2, 1),  # as much work as SimpleConvNet's 100, in three times the layers
+    ("DeepConvNet", (1, 28, 28), 100, 2, 2),
+    ("DeepConvNet", (1, 28, 28), 100, 16, 10),
+    ("DeepConvNet", (1, 28, 28), 5, 16, 1),
+])
+def test_a_batch_is_cut_into_as_many_slices_as_its_work_per_layer_is_worth(name, shape, batch, threads, slices):
+    net = getattr(xpnet.nets, name)(*((784, [100] * 5, 10) if name == "MultiLayerNet" else ()))
+    x = np.zeros((batch, *shape), np.float32)
+    xpnet.set_num_threads(threads)
+    try:
+        assert net._slice_count(x) == slices
+        assert net._infers_by_slices(x) == (slices > 1) and net._trains_by_slices(x) == (slices > 1)
+    finally:
+        xpnet.set_num_threads(None)
+
+
+def test_the_forward_work_of_an_example_counts_the_products_and_every_value():
+    net = xpnet.nets.SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 2, "filter_size": 3, "pad": 0,
+                                                                        "stride": 1}, hidden_size=5, output_size=3)
+    conv = 2 * 2 * 9 * 8 * 8  # 2 filters of 3x3 over an 8x8 output
+    relu, pool = 2 * 8 * 8, 2 * 4 * 4 * 4  # pooling: each of the 4x4 outputs of 2 channels reads 2x2 values
+    affine1, relu2, affine2 = 2 * 32 * 5, 5, 2 * 5 * 3
+    assert net._forward_flops_per_example((1, 10, 10)) == conv + relu + pool + affine1 + relu2 + affine2
+    for wrong in ((3, 10, 10), (1, 12, 12), (100,)):  # the forward pass says what is wrong with them
+        assert net._forward_flops_per_example(wrong) == 0
 
 
 def test_unknown_names_are_refused_with_the_list_of_names():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import threading
 
 import numpy as np
@@ -39,6 +40,7 @@ class _WholeBatchDraws:
 
 
 _BUFFERS = BatchNormalization.buffers
+SLICE_FLOPS_PER_LAYER = 2**23  # forward floating-point operations per layer that make a slice worth a thread
 
 
 def _as_array(a):
@@ -170,12 +172,61 @@ class Network:
         return x
 
     def _infers_by_slices(self, x):
-        """Whether inference takes the CPU fast path ``inference_by_slices``: several threads, at least one
-        example for each, more than ``SERIAL_BYTES`` of input, and only xpnet's own layers."""
+        """Whether inference takes the CPU fast path ``inference_by_slices``: only xpnet's own layers, and
+        work enough for two threads at least (:meth:`_slice_count`)."""
+        return self._slice_count(x) > 1 and fastpaths.enabled("inference_by_slices")
+
+    def _slice_count(self, x):
+        """How many slices the by-slices fast paths cut the batch ``x`` into: one per thread, but no more
+        than the batch has forward work for, ``SLICE_FLOPS_PER_LAYER`` per layer and slice (1: the
+        layer-by-layer pass).
+
+        Handing a slice to a thread costs its waking and, on every NumPy call
+        of the slice, a turn at the interpreter lock, so a slice pays only
+        where its layers' calls are long: the book's MultiLayerNet at batch
+        100 took 2.5 times as long on two threads as on one, DeepConvNet at
+        batch 10 1.3 times, where SimpleConvNet at batch 100, with as much
+        work in fewer layers, took 0.6 times. Depends on the shapes and the
+        thread count only, so that a run at a fixed thread count repeats.
+        """
         count = threads.get_num_threads()
-        sliceable = all(type(layer) in _SLICEABLE_LAYERS for layer in self.layers.values())
-        return (count > 1 and get_array_module(x).__name__ == "numpy" and x.shape[0] >= count and sliceable
-                and x.nbytes > util.SERIAL_BYTES and fastpaths.enabled("inference_by_slices"))
+        if count < 2 or get_array_module(x).__name__ != "numpy" or x.ndim < 2:
+            return 1
+        if not all(type(layer) in _SLICEABLE_LAYERS for layer in self.layers.values()):
+            return 1
+        work = x.shape[0] * self._forward_flops_per_example(tuple(x.shape[1:]))
+        per_slice = SLICE_FLOPS_PER_LAYER * (len(self.layers) + 1)
+        return max(1, min(count, x.shape[0], int(work // per_slice)))
+
+    def _forward_flops_per_example(self, shape):
+        """Floating-point operations of the forward pass of one example of ``shape`` ((C, H, W) or (D,)):
+        the products of the Convolution and Affine layers, a comparison per window value of Pooling, one
+        per value elsewhere; 0 for a shape the layers do not take (the forward pass then says why)."""
+        flops = 0
+        for layer in self.layers.values():
+            size = math.prod(shape)
+            if isinstance(layer, (Convolution, Pooling)):
+                if len(shape) != 3 or isinstance(layer, Convolution) and shape[0] != layer.W.shape[1]:
+                    return 0
+                c, h, w = shape
+                fh, fw = layer.W.shape[2:] if isinstance(layer, Convolution) else (layer.pool_h, layer.pool_w)
+                oh, ow = ((h + 2 * layer.pad - fh) // layer.stride + 1, (w + 2 * layer.pad - fw) // layer.stride + 1)
+                if oh < 1 or ow < 1:
+                    return 0
+                if isinstance(layer, Convolution):
+                    flops += 2 * layer.W.shape[0] * c * fh * fw * oh * ow
+                    shape = (layer.W.shape[0], oh, ow)
+                else:
+                    flops += c * oh * ow * fh * fw
+                    shape = (c, oh, ow)
+            elif isinstance(layer, Affine):
+                if size != layer.W.shape[0]:
+                    return 0
+                flops += 2 * size * layer.W.shape[1]
+                shape = (layer.W.shape[1],)
+            else:
+                flops += size
+        return flops
 
     def _scores_by_slices(self, x):
         """Scores in evaluation mode, each thread taking a slice of the batch through every layer (shallow
@@ -184,7 +235,7 @@ class Network:
         def scores(part):
             return self._forward([copy.copy(layer) for layer in self.layers.values()], x[part], False)
 
-        parts = threads.split(x.shape[0], threads.get_num_threads())
+        parts = threads.split(x.shape[0], self._slice_count(x))
         return get_array_module(x).concatenate(util.map_parts(get_array_module(x), scores, parts))
 
     def loss(self, x, t, train_flg=False):
@@ -285,7 +336,7 @@ class Network:
             grads = {name: getattr(copies[id(layer)], "d" + attribute) for name, (layer, attribute) in self._slots.items()}
             return loss, grads
 
-        parts = threads.split(n, threads.get_num_threads())
+        parts = threads.split(n, self._slice_count(x))
         results = util.map_parts(xp, slice_gradients, parts)
         self.last_layer.loss = util.sum_in_order([loss for loss, _ in results])
         return {name: util.sum_in_order([grads[name] for _, grads in results]) for name in self._slots}
