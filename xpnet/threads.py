@@ -218,16 +218,16 @@ class _BlasLimit:
             self.holders += 1
             if self.holders == 1:
                 blas = self._blas()
-                if blas is not None:
-                    self.saved = [lib.num_threads for lib in blas.lib_controllers]
-                    for lib in blas.lib_controllers:
+                if blas is not None:  # the libraries not at one thread already, and their counts
+                    self.saved = [(lib, lib.num_threads) for lib in blas.lib_controllers if lib.num_threads != 1]
+                    for lib, _ in self.saved:
                         lib.set_num_threads(1)
 
     def __exit__(self, *exc):
         with self.lock:
             self.holders -= 1
             if self.holders == 0 and self.saved is not None:
-                for lib, count in zip(self.controller.lib_controllers, self.saved):
+                for lib, count in self.saved:
                     lib.set_num_threads(count)
                 self.saved = None
 

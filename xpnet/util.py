@@ -399,6 +399,8 @@ def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=Non
         worth = total // max(SERIAL_BYTES // 2, 1)
     else:
         worth = n * int(flops_per_example) // max(SERIAL_FLOPS, 1)
+    if worth <= 1 and total <= (part_bytes or PART_BYTES):
+        return Parts([slice(0, n)], 1)  # the common case of small batches, quickly
     workers = max(1, min(threads.get_num_threads(), worth))
     return Parts(threads.split(n, workers * -(-total // ((part_bytes or PART_BYTES) * workers))), workers)
 
@@ -472,11 +474,15 @@ def elementwise(fn, out, *arrays):
         fn(out, *arrays)
         return out
     per_example = sum(a[:1].nbytes for a in (out, *arrays))
+    parts = batch_parts(xp, out.shape[0], per_example)
+    if len(parts) == 1:  # no thread to wake, and no BLAS to hold: a ufunc calls none
+        fn(out, *arrays)
+        return out
 
     def part(p):
         fn(out[p], *(a[p] for a in arrays))
 
-    map_parts(xp, part, batch_parts(xp, out.shape[0], per_example))
+    map_parts(xp, part, parts)
     return out
 
 
@@ -493,10 +499,14 @@ def map_elements(fn, out, *arrays):
     flat = out.ndim > 0 and all(a.shape == out.shape and a.flags.c_contiguous for a in (out, *arrays))
     if not flat or xp.__name__ != "numpy":
         return elementwise(fn, out, *arrays)
+    parts = batch_parts(xp, out.size, sum(a.itemsize for a in (out, *arrays)))
+    if len(parts) == 1:  # no thread to wake, and no BLAS to hold: a ufunc calls none
+        fn(out, *arrays)
+        return out
     views = [a.reshape(-1) for a in (out, *arrays)]
 
     def part(p):
         fn(*(v[p] for v in views))
 
-    map_parts(xp, part, batch_parts(xp, out.size, sum(a.itemsize for a in (out, *arrays))))
+    map_parts(xp, part, parts)
     return out
