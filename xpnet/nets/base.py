@@ -183,11 +183,13 @@ class Network:
 
         Handing a slice to a thread costs its waking and, on every NumPy call
         of the slice, a turn at the interpreter lock, so a slice pays only
-        where its layers' calls are long: the book's MultiLayerNet at batch
-        100 took 2.5 times as long on two threads as on one, DeepConvNet at
-        batch 10 1.3 times, where SimpleConvNet at batch 100, with as much
-        work in fewer layers, took 0.6 times. Depends on the shapes and the
-        thread count only, so that a run at a fixed thread count repeats.
+        where its layers' calls are long: in slices, the book's MultiLayerNet
+        at batch 100 took 2.2 times as long on two threads as on one and
+        DeepConvNet at batch 10 1.35 times, where SimpleConvNet at batch 100,
+        with as much work as the latter in a third of the layers, took 0.8
+        times (``benchmarks/small_batches.py`` on a 2-core VM). Depends on
+        the shapes and the thread count only, so that a run at a fixed
+        thread count repeats.
         """
         count = threads.get_num_threads()
         if count < 2 or get_array_module(x).__name__ != "numpy" or x.ndim < 2:
