@@ -14,12 +14,16 @@ xpnet.distributed`` costs nothing where no run is distributed.
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 
 from .. import backend
 
 __all__ = ["Communicator", "DistributedError", "mpi"]
 
+ABORT_PAUSE = 0.25  # seconds between a rank's last output and the abort (see Communicator.abort)
 _INSTALL_HINT = "install it with `pip install 'xpnet[mpi]'` (mpi4py and the MPICH wheel), or build mpi4py against your cluster's MPI"
 
 
@@ -111,7 +115,13 @@ class Communicator:
         self.mpi_comm.Barrier()
 
     def abort(self, code=1) -> None:
-        """End every process of the job now (``MPI.COMM_WORLD.Abort``)."""
+        """End every process of the job now (``MPI.COMM_WORLD.Abort``), ``ABORT_PAUSE`` seconds after
+        flushing this rank's output: MPICH's launcher forwards what a rank writes through a pipe, and
+        the abort can end that forwarding first (a job's stderr once came back empty, without the line
+        saying why it ended)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_PAUSE)
         mpi().COMM_WORLD.Abort(code)
 
     def agree(self, value, what, describe=str):
