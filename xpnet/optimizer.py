@@ -434,6 +434,10 @@ def _in_slices(apply, work):
     very same result as the whole arrays, whatever the thread count.
     """
     xp = get_array_module(work[0][0])
+    if sum(param.nbytes * (len(state) + 2) for param, _, state in work) <= util.SERIAL_BYTES:
+        for param, grad, state in work:  # too little to wake a thread for (see xpnet.util.batch_parts)
+            apply(xp, param, grad, *state)
+        return
     items = []  # (param, grad, state, slice)
     for param, grad, state in work:
         arrays = (param, *state)
@@ -448,10 +452,6 @@ def _in_slices(apply, work):
         param, grad, state, s = item
         apply(xp, param[s], grad[s], *(a[s] for a in state))
 
-    if sum(param.nbytes * (len(state) + 2) for param, _, state in work) <= util.SERIAL_BYTES:
-        for item in items:  # too little to wake a thread for (see xpnet.util.batch_parts)
-            update(item)
-        return
     map_parts(xp, update, items)
 
 
