@@ -177,9 +177,10 @@ def _rss(field):
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def run_child(*args, threads, env=None):
-    """Run this script in a fresh process (``--child ...``) and return what it printed, as JSON."""
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", *map(str, args)],
+def run_child(*args, threads, env=None, script=__file__):
+    """Run ``script`` (this one by default) in a fresh process (``--child ...``) at ``threads`` threads, on the
+    tree measured, and return what it printed, as JSON."""
+    done = subprocess.run([sys.executable, str(Path(script).resolve()), "--child", *map(str, args)],
                           capture_output=True, text=True, env={**child_env(threads), **(env or {})})
     if done.returncode:
         raise RuntimeError(f"{' '.join(map(str, args))}: {done.stderr.strip()}")

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,22 +73,13 @@ def time_cases(names, steps, warmup=3):
     return times
 
 
-def run_child(names, steps, threads):
-    """One measuring process at ``threads`` threads (xpnet's and BLAS's), on the tree measured."""
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(steps), *names],
-                          capture_output=True, text=True, env=cvp.child_env(threads))
-    if done.returncode:
-        raise RuntimeError(f"{threads} threads: {done.stderr.strip()}")
-    return json.loads(done.stdout)
-
-
 def measure(names, counts, rounds, steps):
     """Processes alternating between the thread counts, round by round: a list of records."""
     records = []
     for r in range(rounds):
         for threads in counts if r % 2 == 0 else counts[::-1]:
             load = os.getloadavg()[0]
-            records.append({"threads": threads, "round": r, "load": load, "ms": run_child(names, steps, threads)})
+            records.append({"threads": threads, "round": r, "load": load, "ms": cvp.run_child(steps, *names, threads=threads, script=__file__)})
             print(f"round {r + 1}/{rounds}: {threads} threads, load {load:.2f}", file=sys.stderr)
     return records
 
