@@ -481,10 +481,12 @@ def test_optimizer_updates_in_slices_equal_the_update_of_the_whole(name, monkeyp
     np.testing.assert_array_equal(results[0], results[1])  # elementwise: no reassociation at all
 
 
-def test_work_takes_only_as_many_threads_as_it_is_worth():
+def test_work_takes_only_as_many_threads_as_it_is_worth(monkeypatch):
     xpnet.set_num_threads(4)
     mib = 2**20 // 128  # bytes per example of a MiB over a batch of 128
-    small = util.batch_parts(np, 128, 3 * mib)  # 3 MiB of operands: cache-sized parts, on one thread
+    assert util.batch_parts(np, 128, 3 * mib) == [slice(0, 128)]  # 3 MiB of operands: one part, one thread
+    monkeypatch.setattr(util, "PART_BYTES", 2**20)
+    small = util.batch_parts(np, 128, 3 * mib)  # parts of at most PART_BYTES, still on one thread
     assert small.workers == 1 and len(small) == 3
     assert util.batch_parts(np, 128, 8 * mib).workers == 4  # 8 MiB: every thread, 2 MiB each
     assert util.batch_parts(np, 128, 5 * mib).workers == 2

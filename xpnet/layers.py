@@ -858,11 +858,11 @@ class Pooling:
     Convolution, it works on channels-last memory behind (N, C, H, W) views;
     forward and backward loop over the window offsets (4 for 2x2), each step
     a strided elementwise operation on a slice of the batch of at most
-    ``part_bytes`` (so that the output stays in cache between offsets); on
-    the CPU the slices run in parallel.
+    ``part_bytes`` of input (as :data:`xpnet.util.PART_BYTES`); on the CPU
+    the slices run in parallel.
     """
 
-    part_bytes = 2**20
+    part_bytes = 2**22
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0, mode="max"):
         self.pool_h = _check_positive_int("Pooling", "pool_h", pool_h, 1)

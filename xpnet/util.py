@@ -364,12 +364,15 @@ def add_windows_channels_last(img, cols, stride):
 SERIAL_BYTES = 2**22  # memory-bound work of less than this in all runs on one thread (see batch_parts)
 SERIAL_FLOPS = 2**24  # and products of less than this per thread
 ROWS_MIN_BYTES = 2**19  # the least work of a run of rows of one image (see row_parts)
-PART_BYTES = 2**20  # a slice of elementwise work: its operands stay in a core's cache between operations
+# A slice of elementwise work. Each slice costs a few NumPy calls, and each call a turn at the interpreter lock,
+# which threads slicing a batch at once wait for; 4 MiB slices took 3 to 8% less time than 1 MiB ones in the
+# book's convolutional networks at two threads, and as long at one (a 2-core VM, whose cores have 1 MiB of L2).
+PART_BYTES = 2**22
 
 
 class Parts(list):
     """Items of work (a list) and ``workers``, the number of threads they are worth: :func:`map_parts` runs
-    them on no more (cache-sized items of little work, one thread after another)."""
+    them on no more (items of little work, one thread after another)."""
 
     def __init__(self, items, workers):
         super().__init__(items)
@@ -381,7 +384,7 @@ def batch_parts(xp, n, bytes_per_example, part_bytes=None, device_part_bytes=Non
     (and, for products, ``flops_per_example`` floating-point operations).
 
     On the CPU, each slice needs at most ``part_bytes`` (default
-    ``PART_BYTES``, so that its temporaries stay in cache), and the slices
+    ``PART_BYTES``), and the slices
     come in a multiple of the number of threads the work is worth: at most
     one per ``SERIAL_BYTES / 2`` of it (or per ``SERIAL_FLOPS`` of products),
     and no more than there are threads. Waking a thread and taking turns at
@@ -462,9 +465,8 @@ def sum_in_order(values):
 def elementwise(fn, out, *arrays):
     """``fn(out[part], *(a[part] for a in arrays))`` over slices of the first axis; returns ``out``.
 
-    For elementwise layers: on the CPU the slices run in parallel, each
-    small enough for its operands to stay in cache from one operation to
-    the next. ``out`` and ``arrays`` share their first axis (the batch).
+    For elementwise layers: on the CPU the slices (of at most
+    ``PART_BYTES`` of operands) run in parallel. ``out`` and ``arrays`` share their first axis (the batch).
     Where they also share their shape and are all C-contiguous, and ``fn``
     is purely elementwise (no operand broadcast along the cut), pass it to
     :func:`map_elements` instead, which cuts a batch of any size evenly.
