@@ -26,3 +26,46 @@ def test_the_spread_of_a_target_is_the_middle_half_of_its_rounds():
     low, high = thread_scaling.middle_half(ratios)
     assert (low, high) == pytest.approx((13 / 20, 12 / 15))  # the 2nd and 4th of the five, sorted
     assert thread_scaling.middle_half([0.5]) == (0.5, 0.5)
+
+
+def _run(tmp_path, name, commit, rounds, xpnet_ms, torch_ms, memory_ratio, batch=100):
+    """A run's JSON as thread_scaling.py writes it: every case timed alike, ``xpnet_ms``/``torch_ms`` per
+    thread count, round after round."""
+    import cpu_vs_pytorch as cvp
+
+    records = [{"library": lib, "threads": n, "round": r, "load": 0.5,
+                "ms": {case: ms[n][r] for case in cvp.CASES}, "cpu_ms": {case: ms[n][r] for case in cvp.CASES}}
+               for lib, ms in (("xpnet", xpnet_ms), ("torch", torch_ms)) for n in (1, 2) for r in range(rounds)]
+    machine = {"cpu": "test CPU", "cores": 2, "numpy": "2", "blas": "blas", "torch": "2", "commit": commit,
+               "date": "2026-01-01", "time": "12:00"}
+    memory = {"batch": 256, "threads": 2, "xpnet_mib": 50 * memory_ratio, "torch_mib": 50.0, "ratio": memory_ratio}
+    run = {"machine": machine, "batch": batch, "rounds": rounds, "steps": 15, "counts": [1, 2], "records": records,
+           "memory": memory}
+    path = tmp_path / f"{name}.json"
+    path.write_text(__import__("json").dumps(run))
+    return path
+
+
+def test_combined_runs_report_the_medians_of_all_their_rounds_together(tmp_path):
+    # A fast run where xpnet gains 2x from a second thread, and a slow one where it gains 1.25x; PyTorch 1.5x.
+    fast = _run(tmp_path, "fast", "aaa", 3, {1: [20, 20, 20], 2: [10, 10, 10]}, {1: [30] * 3, 2: [20] * 3}, 0.5)
+    slow = _run(tmp_path, "slow", "aaa", 2, {1: [25, 25], 2: [20, 20]}, {1: [30] * 2, 2: [20] * 2}, 0.7)
+    result = thread_scaling.combine([fast, slow])
+    assert result["rounds"] == 5
+    assert sorted({r["round"] for r in result["records"]}) == [0, 1, 2, 3, 4]  # the second run's rounds follow
+    case = next(iter(result["table"][2]))
+    assert result["table"][1][case]["xpnet_ms"] == 20  # the median of 20, 20, 20, 25, 25
+    assert result["table"][2][case]["xpnet_ms"] == 10
+    assert result["machine"]["commit"] == "aaa"
+    speedup = [t for t in result["targets"] if t[0].startswith(f"{case}, speedup")][0]
+    assert speedup[1] == pytest.approx((20 / 10) / (30 / 20))
+    assert result["memory"]["ratio"] in (0.5, 0.7)
+    text = thread_scaling.report(result)
+    assert "5 rounds of alternating processes from 2 runs (fast.json" in text
+
+
+def test_only_runs_of_the_same_cases_combine(tmp_path):
+    one = _run(tmp_path, "one", "aaa", 2, {1: [20, 20], 2: [10, 10]}, {1: [30] * 2, 2: [20] * 2}, 0.5)
+    other = _run(tmp_path, "other", "bbb", 2, {1: [20, 20], 2: [10, 10]}, {1: [30] * 2, 2: [20] * 2}, 0.5, batch=20)
+    with pytest.raises(SystemExit, match="other.json timed batch 20 .* only runs of the same cases combine"):
+        thread_scaling.combine([one, other])

@@ -1,6 +1,7 @@
 """xpnet and PyTorch at 1, 2, ... and all cores: training steps and inference, side by side, with a plot.
 
     python benchmarks/thread_scaling.py [--threads 1 2 ...] [--rounds 5] [--steps 15] [--out DIR]
+    python benchmarks/thread_scaling.py --combine RUN.json RUN.json ... --label combined --out DIR
 
 The measuring processes are those of ``cpu_vs_pytorch.py``: each library
 in a process of its own, the two alternating round by round, at every
@@ -13,11 +14,17 @@ speedup against threads, one column per case; needs matplotlib).
 
 The default thread counts are every count up to 8, then powers of two,
 and always all the cores this process may use.
+
+``--combine`` measures nothing: it reads the JSON of earlier runs of the
+same cases and reports the figures of all their rounds taken together
+(the medians over every round, and the middle half of them), which on a
+machine that drifts from run to run settle where one run's do not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -110,11 +117,38 @@ SPREAD_NOTE = ("Rounds' middle half: the first and third quartiles of the same f
                "can read the other way.")
 
 
+def combine(paths):
+    """One result from the JSON of several runs of the same cases: all their rounds (renumbered run after run),
+    the medians and targets over all of them, and the memory figure of the run with the median ratio."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    first = runs[0]
+    for path, run in zip(paths, runs):
+        if (run["batch"], run["counts"]) != (first["batch"], first["counts"]):
+            raise SystemExit(f"--combine: {path} timed batch {run['batch']} at {run['counts']} threads, but "
+                             f"{paths[0]} batch {first['batch']} at {first['counts']}; only runs of the same cases "
+                             f"combine")
+    records, rounds = [], 0
+    for run in runs:
+        records += [{**record, "round": record["round"] + rounds} for record in run["records"]]
+        rounds += run["rounds"]
+    memories = sorted((run["memory"] for run in runs if run.get("memory")), key=lambda m: m["ratio"])
+    memory = memories[len(memories) // 2] if memories else None
+    commits = dict.fromkeys(run["machine"].get("commit") or "unknown" for run in runs)
+    machine = {**first["machine"], "commit": ", ".join(commits)}
+    table = summarize(records, first["counts"])
+    return {"machine": machine, "batch": first["batch"], "rounds": rounds, "steps": first["steps"],
+            "counts": first["counts"], "table": table, "memory": memory,
+            "targets": targets(table, first["counts"], memory, records), "records": records,
+            "runs": [f"{Path(path).name} ({run['machine']['date']} {run['machine']['time']}, {run['rounds']} rounds)"
+                     for path, run in zip(paths, runs)]}
+
+
 def report(result):
     m, table = result["machine"], result["table"]
+    runs = f" from {len(result['runs'])} runs ({'; '.join(result['runs'])})" if result.get("runs") else ""
     lines = [f"CPU: {m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['blas']}), PyTorch {m['torch']}; "
              f"float32, batch {result['batch']}; commit {m.get('commit') or 'unknown'}; {m['date']} {m['time']}; "
-             f"{result['rounds']} rounds of alternating processes, {cvp.load_range(result['records'])}", ""]
+             f"{result['rounds']} rounds of alternating processes{runs}, {cvp.load_range(result['records'])}", ""]
     for case in cvp.CASES:
         lines += [f"### {case}", "", "| threads | xpnet ms | PyTorch ms | ratio | xpnet speedup | PyTorch speedup "
                                      "| xpnet CPU ms | PyTorch CPU ms |",
@@ -178,17 +212,23 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="processes per library and thread count, alternating")
     parser.add_argument("--steps", type=int, default=15, help="timed calls of each case in each process")
     parser.add_argument("--out", type=Path, default=None, help="folder for thread-scaling-<cores>core-<date>.*")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="RUN.json",
+                        help="measure nothing: report the rounds of these earlier runs taken together")
     cvp.add_source_options(parser)
     args = parser.parse_args(argv)
-    cvp.use_source(args)
-    facts = cvp.machine()
-    counts = sorted(set(args.threads or default_counts(facts["cores"])))
-    records = cvp.measure(counts, args.rounds, args.batch, args.steps)
-    memory = cvp.memory(counts[-1], args.memory_batch)
-    table = summarize(records, counts)
-    result = {"machine": facts, "batch": args.batch, "rounds": args.rounds, "steps": args.steps, "counts": counts,
-              "table": table, "memory": memory, "targets": targets(table, counts, memory, records),
-              "records": records}
+    if args.combine:
+        result = combine(args.combine)
+        facts = result["machine"]
+    else:
+        cvp.use_source(args)
+        facts = cvp.machine()
+        counts = sorted(set(args.threads or default_counts(facts["cores"])))
+        records = cvp.measure(counts, args.rounds, args.batch, args.steps)
+        memory = cvp.memory(counts[-1], args.memory_batch)
+        table = summarize(records, counts)
+        result = {"machine": facts, "batch": args.batch, "rounds": args.rounds, "steps": args.steps,
+                  "counts": counts, "table": table, "memory": memory,
+                  "targets": targets(table, counts, memory, records), "records": records}
     text = report(result)
     print(text)
     if args.out:
