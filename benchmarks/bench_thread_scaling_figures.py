@@ -69,3 +69,19 @@ def test_only_runs_of_the_same_cases_combine(tmp_path):
     other = _run(tmp_path, "other", "bbb", 2, {1: [20, 20], 2: [10, 10]}, {1: [30] * 2, 2: [20] * 2}, 0.5, batch=20)
     with pytest.raises(SystemExit, match="other.json timed batch 20 .* only runs of the same cases combine"):
         thread_scaling.combine([one, other])
+
+
+def test_a_run_at_16_threads_reports_the_many_core_target_of_deepconvnets_step():
+    from cpu_vs_pytorch import CASES
+
+    def records(times):
+        return [{"library": lib, "threads": n, "round": 0, "ms": {case: ms for case in CASES},
+                 "cpu_ms": {case: ms for case in CASES}} for (lib, n), ms in times.items()]
+
+    many_cores = records({("xpnet", 1): 100, ("torch", 1): 100, ("xpnet", 16): 20, ("torch", 16): 12})
+    rows = thread_scaling.targets(thread_scaling.summarize(many_cores, [1, 16]), [1, 16], None, many_cores)
+    many = [row for row in rows if row[0] == "DeepConvNet train, 16 threads, the many-core target: xpnet ÷ PyTorch"]
+    assert len(many) == 1 and many[0][1:4] == (pytest.approx(20 / 12), "≤ 2.0", True)
+    two_cores = records({("xpnet", 1): 9, ("torch", 1): 9, ("xpnet", 2): 5, ("torch", 2): 5})
+    rows = thread_scaling.targets(thread_scaling.summarize(two_cores, [1, 2]), [1, 2], None, two_cores)
+    assert not any("16 threads" in row[0] for row in rows)

@@ -3,9 +3,9 @@
 #
 #     bash benchmarks/gpu_results.sh OUT [PART ...]
 #
-# PART is any of tests, example, bench, experiments, search (default: all of them). Needs CuPy, pytest
-# and pytest-benchmark; PyTorch for the peers, matplotlib for the pictures, Optuna for the search (each
-# part that lacks one says so in its log). Runs from the source tree. Writes into OUT:
+# PART is any of tests, example, bench, experiments, search, cpu-scaling (default: all of them). Needs CuPy,
+# pytest and pytest-benchmark; PyTorch for the peers and for cpu-scaling, matplotlib for the pictures, Optuna
+# for the search (each part that lacks one says so in its log). Runs from the source tree. Writes into OUT:
 #   gpu_info.txt                     nvidia-smi, xpnet info, the commit
 #   gpu_tests.log                    python -m pytest tests, with CuPy
 #   example_gpu.log                  XPNET_DEVICE=gpu python examples/train_convnet.py
@@ -14,12 +14,15 @@
 #                                    report.md (with the GPU targets) and speedup.png
 #   experiments-{cpu,gpu}/, *.log    every experiment on each device, and experiments.md comparing their times
 #   search-{cpu,gpu}/, *.log         the book's search (100 trials) on each device
+#   cpu-scaling/, cpu-scaling.log    the host's cores: xpnet and PyTorch at 1, 2, 4, 8 and all cores, each library
+#                                    in processes of its own (benchmarks/thread_scaling.py, 3 rounds), with the
+#                                    issue's CPU targets (DeepConvNet step within 2x of PyTorch at 16 threads)
 #   status.txt                       the exit status and time of each part
 # The script exits with status 1 if any part failed.
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_results.sh OUT [tests|example|bench|experiments|search ...]}
+out=${1:?usage: bash benchmarks/gpu_results.sh OUT [tests|example|bench|experiments|search|cpu-scaling ...]}
 shift
-parts=${*:-tests example bench experiments search}
+parts=${*:-tests example bench experiments search cpu-scaling}
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
 mkdir -p "$out"
@@ -94,8 +97,12 @@ PYTHON
             part "search on $device" to "$out/search-$device.log" \
                 "$py" -m xpnet search --device "$device" --quiet --out "$out/search-$device"
         done ;;
+    cpu-scaling)
+        rm -rf "$out/cpu-scaling"
+        part cpu-scaling to "$out/cpu-scaling.log" "$py" benchmarks/thread_scaling.py \
+            --threads 1 2 4 8 "$(nproc)" --rounds 3 --out "$out/cpu-scaling" ;;
     *)
-        echo "unknown part $name: choose from tests, example, bench, experiments, search" >&2
+        echo "unknown part $name: choose from tests, example, bench, experiments, search, cpu-scaling" >&2
         exit 2 ;;
     esac
 done
