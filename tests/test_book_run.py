@@ -148,6 +148,22 @@ def test_a_seed_repeats_the_scripts_draws_and_the_networks_weights_and_is_put_ba
     assert draws() != draws()  # unseeded, as the book's scripts are
 
 
+def test_blas_stays_at_one_thread_for_the_script_and_gets_its_count_back_after(tmp_path, capsys):
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl sets BLAS's thread count")
+    script = write(tmp_path / "blas.py", """\
+        from threadpoolctl import threadpool_info
+        print("blas threads", sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}))
+        """)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+        if not before:
+            pytest.skip("NumPy's BLAS is not one threadpoolctl can see")
+        assert main(["book", "run", str(script)]) == 0
+        assert "blas threads [1]" in capsys.readouterr().out
+        after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    assert after == before
+
+
 def test_a_seed_numpy_cannot_take_is_refused_in_one_line(script, capsys):
     assert main(["book", "run", "--seed", str(2**32), str(script)]) == 2
     assert "--seed: must be below 2**32" in capsys.readouterr().err
