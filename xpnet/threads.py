@@ -1,8 +1,10 @@
 """CPU threads: how many xpnet uses, and the pool that runs its work over slices of a batch.
 
-NumPy releases the GIL in copies, ufuncs and ``matmul``, so Python threads
-that each take a slice of the batch (im2col and the product of a chunk of
-examples, a block of an elementwise layer) run on as many cores. The count:
+NumPy releases the GIL in copies, ufuncs and matrix products (``matmul``
+only where the result has more than 500 values; ``dot`` always), so Python
+threads that each take a slice of the batch (im2col and the product of a
+chunk of examples, a block of an elementwise layer) run on as many cores.
+The count:
 
 ==============================  ===================================================
 ``xpnet.set_num_threads(n)``    n threads from now on in this process
