@@ -128,17 +128,24 @@ def combine(paths):
     the medians and targets over all of them, and the memory figure of the run with the median ratio."""
     runs = [json.loads(Path(path).read_text()) for path in paths]
     first = runs[0]
-    for path, run in zip(paths, runs):
-        if (run["batch"], run["counts"]) != (first["batch"], first["counts"]):
-            raise SystemExit(f"--combine: {path} timed batch {run['batch']} at {run['counts']} threads, but "
-                             f"{paths[0]} batch {first['batch']} at {first['counts']}; only runs of the same cases "
-                             f"combine")
+
+    def cases(run):
+        m = run["machine"]
+        return {"CPU": f"{m['cpu']}, {m['cores']} cores", "batch": run["batch"], "threads": run["counts"],
+                "calls per process": run["steps"], "cases": sorted({c for r in run["records"] for c in r["ms"]})}
+
+    for path, run in zip(paths[1:], runs[1:]):
+        differ = [f"{what} {theirs} against {ours}" for (what, ours), theirs in
+                  zip(cases(first).items(), cases(run).values()) if ours != theirs]
+        if differ:
+            raise SystemExit(f"--combine: {path} and {paths[0]} differ ({'; '.join(differ)}); only runs of the "
+                             f"same cases on one machine combine")
     records, rounds = [], 0
     for run in runs:
         records += [{**record, "round": record["round"] + rounds} for record in run["records"]]
         rounds += run["rounds"]
     memories = sorted((run["memory"] for run in runs if run.get("memory")), key=lambda m: m["ratio"])
-    memory = memories[len(memories) // 2] if memories else None
+    memory = memories[(len(memories) - 1) // 2] if memories else None  # of an even count, the lower middle
     commits = dict.fromkeys(run["machine"].get("commit") or "unknown" for run in runs)
     machine = {**first["machine"], "commit": ", ".join(commits)}
     table = summarize(records, first["counts"])
@@ -223,6 +230,9 @@ def main(argv=None):
     cvp.add_source_options(parser)
     args = parser.parse_args(argv)
     if args.combine:
+        measuring = [f"--{name}" for name in ("threads", "source") if getattr(args, name)]
+        if measuring:
+            parser.error(f"--combine measures nothing, so {' and '.join(measuring)} would be ignored")
         result = combine(args.combine)
         facts = result["machine"]
     else:
@@ -239,6 +249,8 @@ def main(argv=None):
     print(text)
     if args.out:
         stem = f"thread-scaling-{facts['cores']}core-{facts['date']}" + (f"-{args.label}" if args.label else "")
+        if any(Path(path).resolve() == (args.out / f"{stem}.json").resolve() for path in args.combine or ()):
+            raise SystemExit(f"--combine: {args.out / stem}.json is one of the runs; name the result with --label")
         cvp.save(args.out, stem, result, text)
         if plot(result, args.out / f"{stem}.png"):
             print(f"plot: {args.out / f'{stem}.png'}", file=sys.stderr)
