@@ -99,7 +99,8 @@ PYTHON
         done ;;
     cpu-scaling)
         rm -rf "$out/cpu-scaling"
-        cores=$(nproc) counts=""
+        # the cores this process may use, as thread_scaling.py counts them (nproc follows OMP_NUM_THREADS)
+        cores=$("$py" -c 'import os; print(len(os.sched_getaffinity(0)))') counts=""
         for n in 1 2 4 8 16; do  # 16: the many-core target's count
             ((n < cores)) && counts="$counts $n"
         done
