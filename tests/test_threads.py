@@ -485,6 +485,8 @@ def test_work_takes_only_as_many_threads_as_it_is_worth(monkeypatch):
     xpnet.set_num_threads(4)
     mib = 2**20 // 128  # bytes per example of a MiB over a batch of 128
     assert util.batch_parts(np, 128, 3 * mib) == [slice(0, 128)]  # 3 MiB of operands: one part, one thread
+    assert len(util.batch_parts(np, 128, 16 * mib)) == 4  # 16 MiB: a part of PART_BYTES (4 MiB) per thread
+    assert len(util.batch_parts(np, 128, 40 * mib)) == 12  # 40 MiB: parts of at most 4 MiB, 3 a thread
     monkeypatch.setattr(util, "PART_BYTES", 2**20)
     small = util.batch_parts(np, 128, 3 * mib)  # parts of at most PART_BYTES, still on one thread
     assert small.workers == 1 and len(small) == 3
