@@ -96,3 +96,22 @@ def test_a_run_at_16_threads_reports_the_many_core_target_of_deepconvnets_step()
     two_cores = records({("xpnet", 1): 9, ("torch", 1): 9, ("xpnet", 2): 5, ("torch", 2): 5})
     rows = thread_scaling.targets(thread_scaling.summarize(two_cores, [1, 2]), [1, 2], None, two_cores)
     assert not any("16 threads" in row[0] for row in rows)
+
+
+def test_a_run_names_the_git_commit_it_measured_and_the_label_only_for_a_tree_outside_git(tmp_path, monkeypatch):
+    import subprocess
+
+    import cpu_vs_pytorch as cvp
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cvp.ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("the source tree is not a git checkout")
+    monkeypatch.setattr(cvp, "LABEL", "before-abc")
+    monkeypatch.setattr(cvp, "SOURCE", cvp.ROOT)
+    assert cvp.commit().startswith(head)  # a label names the files; the commit stays the checkout's
+    monkeypatch.setattr(cvp, "SOURCE", tmp_path)  # a tree from git archive
+    assert cvp.commit() == "before-abc"
+    monkeypatch.setattr(cvp, "SOURCE", cvp.ROOT / "benchmarks")  # a folder inside another repository
+    assert cvp.commit() == "before-abc"

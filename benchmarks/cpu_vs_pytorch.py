@@ -258,16 +258,17 @@ LABEL = None  # --label: what --source is, when it is not a git tree
 
 
 def commit():
-    """The git commit of the source tree measured, with "+changes" if it differs from it; None outside git."""
-    if LABEL:
-        return LABEL
+    """The git commit of the source tree measured, with "+changes" if it differs from it; else (a tree that is not
+    a git checkout of its own, such as one from ``git archive``) the ``--label``, or None."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=SOURCE, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SOURCE, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=SOURCE,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(SOURCE).resolve():
+            return LABEL  # a folder inside some other repository
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return LABEL
     return head + ("+changes" if dirty else "")
 
 
