@@ -40,6 +40,7 @@ from .util import (
     Parts,
     row_parts,
     rows_of,
+    whole_images,
     channels_last,
     col2im_array,
     conv_output_size,
@@ -798,8 +799,7 @@ class Convolution:
         if gather or dx is None:
             items = self._items(n, out_h, -(-column_bytes // out_h))
         else:  # col2im adds into neighbouring rows: whole images only
-            chunks = self._chunks(n, column_bytes)
-            items = Parts([(part, 0, 1) for part in chunks], getattr(chunks, "workers", None))
+            items = whole_images(self._chunks(n, column_bytes))
         parts = map_parts(xp, backward_part, items)
         self.db = sum_in_order([db for _, db in parts])
         dW = sum_in_order([dW for dW, _ in parts])
@@ -965,8 +965,7 @@ class Pooling:
         if tiles:  # each window's pixels are its own: runs of rows of an image may go to different threads
             items = row_parts(xp, n, out_h, -(-image_bytes // out_h), self.part_bytes)
         else:
-            parts = batch_parts(xp, n, image_bytes, self.part_bytes)
-            items = Parts([(part, 0, 1) for part in parts], parts.workers)
+            items = whole_images(batch_parts(xp, n, image_bytes, self.part_bytes))
         map_parts(xp, backward_part, items)
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 

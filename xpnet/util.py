@@ -424,12 +424,18 @@ def row_parts(xp, n, rows, bytes_per_row, part_bytes=None, device_part_bytes=Non
     limit = part_bytes or PART_BYTES
     count = threads.get_num_threads()
     if xp.__name__ != "numpy" or (n >= count and per_image <= limit):
-        return Parts([(part, 0, 1) for part in parts], parts.workers)
+        return whole_images(parts)
     worth = per_image // ROWS_MIN_BYTES  # a thread woken for less work costs more than it saves
     cuts = min(rows, max(min(-(-count // n), worth), -(-per_image // limit)))
     if cuts <= 1:
-        return Parts([(part, 0, 1) for part in parts], parts.workers)
+        return whole_images(parts)
     return Parts([(slice(i, i + 1), k, cuts) for i in range(n) for k in range(cuts)], min(count, max(worth, 1) * n))
+
+
+def whole_images(parts):
+    """:func:`row_parts`' items for ``parts``, slices of whole images (each the one run of its rows), with the
+    threads they are worth where ``parts`` says (a :class:`Parts`)."""
+    return Parts([(part, 0, 1) for part in parts], getattr(parts, "workers", None))
 
 
 def rows_of(size, k, cuts):
